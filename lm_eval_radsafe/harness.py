@@ -1,0 +1,128 @@
+"""The functions lm-eval calls for the ``radsafe200_*`` and ``radsafe_demo_*`` tasks.
+
+``tasks/radsafe200/utils.py`` only re-exports these; the YAMLs hold configuration.
+
+Dataset selection for the ``radsafe200`` family, first match wins:
+
+1. ``--metadata '{"radsafe_data": "<file, folder or hub id>"}'``;
+2. the ``RADSAFE_DATA`` environment variable;
+3. the published benchmark on the hub, :data:`~lm_eval_radsafe.loaders.HUB_DATASET`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from lm_eval_radsafe.conditions import get_condition
+from lm_eval_radsafe.filters import NULL
+from lm_eval_radsafe.items import CANONICAL_KEYS, Item
+from lm_eval_radsafe.loaders import DEMO_SOURCE, HUB_DATASET, LoadedItems, item_from_record, load_items
+from lm_eval_radsafe.metrics import score_item
+from lm_eval_radsafe.prompts import system_prompt, user_prompt
+
+logger = logging.getLogger(__name__)
+
+DATA_ENV = "RADSAFE_DATA"
+DATA_METADATA_KEY = "radsafe_data"
+#: Recorded for every item (and so in every samples file).
+FINGERPRINT_FIELD = "dataset_fingerprint"
+SOURCE_FIELD = "dataset_source"
+
+#: task name -> fingerprint and source of the items it evaluated, filled as datasets load.
+LOADED: dict[str, dict[str, Any]] = {}
+
+
+def resolve_source(metadata: dict[str, Any]) -> str:
+    """Where the ``radsafe200`` family reads its items (see the module docstring)."""
+    value = metadata.get(DATA_METADATA_KEY) or os.environ.get(DATA_ENV) or HUB_DATASET
+    return str(value)
+
+
+def to_dataset(loaded: LoadedItems) -> datasets.DatasetDict:
+    """Items as the one-split ``DatasetDict`` lm-eval expects, fingerprint on every row."""
+    rows = []
+    for item in loaded.items:
+        row = item.to_dict()
+        row["agentic_report"] = row["agentic_report"] or ""
+        row[FINGERPRINT_FIELD] = loaded.fingerprint
+        row[SOURCE_FIELD] = loaded.source
+        rows.append(row)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def _task_name(metadata: dict[str, Any]) -> str | None:
+    # lm-eval passes the task's YAML path; our YAML files are named after their task.
+    source = metadata.get("config_source")
+    return Path(str(source)).stem if source else None
+
+
+def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
+    loaded = load_items(source)
+    task = _task_name(metadata)
+    logger.info("%s: %d items from %s (%s)", task or "radsafe", len(loaded), loaded.source, loaded.fingerprint)
+    if task:
+        LOADED[task] = {"dataset_fingerprint": loaded.fingerprint, "dataset_source": loaded.source, "n_items": len(loaded)}
+    return to_dataset(loaded)
+
+
+def load_radsafe200(**metadata: Any) -> datasets.DatasetDict:
+    """``custom_dataset`` of the ``radsafe200`` family (published benchmark or a local copy)."""
+    return _load(resolve_source(metadata), metadata)
+
+
+def load_demo(**metadata: Any) -> datasets.DatasetDict:
+    """``custom_dataset`` of the ``radsafe_demo`` family (the bundled demo set)."""
+    return _load(DEMO_SOURCE, metadata)
+
+
+def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Dataset:
+    """``process_docs``: attach the condition, its evidence text and the system prompt.
+
+    Raises ``ValueError`` naming every item that lacks the evidence this condition needs.
+    """
+    cond = get_condition(condition)
+    field = cond.evidence_field
+    if field is not None:
+        missing = [row["id"] for row in dataset if not (row[field] or "").strip()]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise ValueError(
+                f"condition {condition!r} needs field {field!r}, empty for {len(missing)} item(s): {shown}"
+            )
+    system = system_prompt()
+
+    def add(row: dict[str, Any]) -> dict[str, Any]:
+        return {"condition": condition, "evidence": row[field] if field else "", "system_prompt": system}
+
+    return dataset.map(add)
+
+
+closed_book = partial(with_condition, condition="closed_book")
+clean_evidence = partial(with_condition, condition="clean_evidence")
+conflict_evidence = partial(with_condition, condition="conflict_evidence")
+
+
+def doc_to_text(doc: dict[str, Any]) -> str:
+    """The user message of ``doc`` under its condition."""
+    return user_prompt(doc["condition"], doc["question"], doc["options"], doc["evidence"])
+
+
+def item_from_doc(doc: dict[str, Any]) -> Item:
+    """Rebuild the validated :class:`Item` from an lm-eval doc."""
+    record = {key: doc[key] for key in CANONICAL_KEYS if key in doc}
+    record["agentic_report"] = record.get("agentic_report") or None
+    return item_from_record(record)
+
+
+def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
+    """Per-item metric values from the strict letter the filter pipeline kept."""
+    letter = results[0]
+    if isinstance(letter, (list, tuple)):
+        raise TypeError(f"expected one letter per item, got {letter!r}: end the filter pipeline with take_first")
+    return score_item(item_from_doc(doc), None if letter == NULL else letter)
