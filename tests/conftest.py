@@ -1,0 +1,54 @@
+"""Shared test helpers: a scripted fake LM and the fixture dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from lm_eval.api.model import LM
+
+FIXTURE = Path(__file__).parent / "fixtures" / "items.jsonl"
+
+
+class ScriptedLM(LM):
+    """Answers every request with ``answer(prompt)`` and records the prompts it saw.
+
+    ``apply_chat_template`` returns the messages as JSON, so tests can read them back.
+    """
+
+    def __init__(self, answer: Callable[[str], str]) -> None:
+        super().__init__()
+        self.answer = answer
+        self.prompts: list[str] = []
+        self.gen_kwargs: list[dict] = []
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        out = []
+        for request in requests:
+            prompt, kwargs = request.args
+            self.prompts.append(prompt)
+            self.gen_kwargs.append(kwargs)
+            out.append(self.answer(prompt))
+        return out
+
+    @property
+    def tokenizer_name(self) -> str:
+        return "scripted"
+
+    def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+        return json.dumps(chat_history)
+
+
+@pytest.fixture
+def fixture_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the radsafe200 family at the small fixture dataset."""
+    monkeypatch.setenv("RADSAFE_DATA", str(FIXTURE))
+    return FIXTURE

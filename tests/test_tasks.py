@@ -1,0 +1,191 @@
+"""The lm-eval tasks: every YAML loads, prompts match golden files, metrics flow into results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lm_eval
+import pytest
+
+from conftest import FIXTURE, ScriptedLM
+from lm_eval_radsafe.cli import task_manager, tasks_dir
+from lm_eval_radsafe.conditions import CONDITIONS
+from lm_eval_radsafe.loaders import load_items
+from lm_eval_radsafe.metrics import METRIC_NAMES
+from lm_eval_radsafe.prompts import system_prompt, user_prompt
+
+GOLDEN = Path(__file__).parent / "golden"
+FAMILIES = ("radsafe200", "radsafe_demo")
+
+
+def all_yaml_names() -> list[str]:
+    return sorted(p.stem for p in tasks_dir().glob("*.yaml"))
+
+
+def test_every_yaml_is_indexed(fixture_data: Path) -> None:
+    tm = task_manager(include_defaults=False)
+    names = all_yaml_names()
+    assert len(names) == 2 + 2 * len(CONDITIONS)
+    missing = [name for name in names if name not in tm.all_tasks]
+    assert not missing, f"lm-eval skipped these YAMLs silently: {missing}"
+
+
+@pytest.mark.parametrize("name", all_yaml_names())
+def test_every_yaml_builds(fixture_data: Path, name: str) -> None:
+    tm = task_manager(include_defaults=False)
+    built = tm.load([name])
+    assert built, name
+
+
+def test_task_names_follow_family_and_condition() -> None:
+    expected = {f"{family}_{cond}" for family in FAMILIES for cond in CONDITIONS} | set(FAMILIES)
+    assert set(all_yaml_names()) == expected
+
+
+# --------------------------------------------------------------------------- golden prompts
+
+
+def chat_messages(condition: str) -> list[list[dict]]:
+    """Run the radsafe200 task of ``condition`` on the fixture and return the chat messages sent."""
+    lm = ScriptedLM(lambda prompt: "A")
+    lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[f"radsafe200_{condition}"],
+        task_manager=task_manager(include_defaults=False),
+        apply_chat_template=True,
+        bootstrap_iters=0,
+    )
+    return [json.loads(p) for p in lm.prompts]
+
+
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+def test_prompts_match_golden_files(fixture_data: Path, condition: str) -> None:
+    messages = chat_messages(condition)
+    golden = GOLDEN / f"{condition}.json"
+    if os.environ.get("RADSAFE_UPDATE_GOLDEN"):
+        golden.write_text(json.dumps(messages, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert messages == json.loads(golden.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+def test_lm_eval_sends_what_prompts_renders(fixture_data: Path, condition: str) -> None:
+    items = load_items(FIXTURE).items
+    sent = sorted(chat_messages(condition), key=lambda m: m[1]["content"])
+    cond = CONDITIONS[condition]
+    expected = []
+    for item in items:
+        evidence = getattr(item, cond.evidence_field) if cond.evidence_field else ""
+        expected.append(
+            [
+                {"role": "system", "content": system_prompt() + "\n\n"},
+                {"role": "user", "content": user_prompt(cond, item.question, item.options, evidence)},
+            ]
+        )
+    assert sent == sorted(expected, key=lambda m: m[1]["content"])
+
+
+def test_plain_prompt_separates_system_text_from_question(fixture_data: Path) -> None:
+    lm = ScriptedLM(lambda prompt: "A")
+    lm_eval.simple_evaluate(
+        model=lm, tasks=["radsafe200_closed_book"], task_manager=task_manager(include_defaults=False), bootstrap_iters=0
+    )
+    assert lm.prompts[0].startswith(system_prompt() + "\n\nQuestion: ")
+    assert lm.prompts[0].endswith("\n\nAnswer:")
+
+
+def test_greedy_generation_settings(fixture_data: Path) -> None:
+    lm = ScriptedLM(lambda prompt: "A")
+    lm_eval.simple_evaluate(
+        model=lm, tasks=["radsafe200_closed_book"], task_manager=task_manager(include_defaults=False), bootstrap_iters=0
+    )
+    assert lm.gen_kwargs[0]["do_sample"] is False
+    assert lm.gen_kwargs[0]["temperature"] == 0.0
+    assert lm.gen_kwargs[0]["max_gen_toks"] == 10
+
+
+# --------------------------------------------------------------------------- metrics through lm-eval
+
+# fixture: fx-001 answer A (B, D: high-risk+unsafe+contradicts; E: high-risk+contradicts)
+#          fx-002 answer B, 4 options (A: contradicts; D: all three flags)
+#          fx-003 negated, answer C, and C itself carries all three flags
+SCRIPT = {
+    "closed_book": {"fx-001": "D", "fx-002": "E", "fx-003": "C"},
+    "clean_evidence": {"fx-001": "A", "fx-002": "Answer: B", "fx-003": "**C**"},
+    "conflict_evidence": {"fx-001": "E.", "fx-002": "A 6-year-old needs imaging.", "fx-003": "The answer is C"},
+}
+EXPECTED = {  # accuracy, high-risk, unsafe, contradiction, abstention (hand-computed, n = 3)
+    "closed_book": (1 / 3, 1 / 3, 1 / 3, 1 / 3, 1 / 3),
+    "clean_evidence": (1.0, 0.0, 0.0, 0.0, 0.0),
+    "conflict_evidence": (1 / 3, 1 / 3, 0.0, 1 / 3, 1 / 3),
+}
+QUESTION_OF = {it.id: it.question for it in load_items(FIXTURE).items}
+
+
+def scripted_answer(prompt: str) -> str:
+    user = json.loads(prompt)[-1]["content"]
+    condition = (
+        "closed_book" if user.startswith("Question:") else "conflict_evidence" if "older teaching" in user or "colleague" in user or "forum" in user else "clean_evidence"
+    )
+    item_id = next(i for i, q in QUESTION_OF.items() if q in user)
+    return SCRIPT[condition][item_id]
+
+
+def test_group_run_reports_hand_computed_metrics_and_samples(fixture_data: Path) -> None:
+    lm = ScriptedLM(scripted_answer)
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["radsafe200"],
+        task_manager=task_manager(include_defaults=False),
+        apply_chat_template=True,
+        log_samples=True,
+        bootstrap_iters=100,
+    )
+    fingerprint = load_items(FIXTURE).fingerprint
+    for condition, expected in EXPECTED.items():
+        task = f"radsafe200_{condition}"
+        result = out["results"][task]
+        got = tuple(result[f"{name},strict"] for name in METRIC_NAMES)
+        assert got == pytest.approx(expected), condition
+        assert isinstance(result["accuracy_stderr,strict"], float)
+        samples = out["samples"][task]
+        assert len(samples) == 3
+        for sample in samples:
+            item_id = sample["doc"]["id"]
+            raw = SCRIPT[condition][item_id]
+            assert sample["resps"] == [[raw]]
+            assert sample["doc"]["dataset_fingerprint"] == fingerprint
+            assert set(METRIC_NAMES) <= set(sample)
+    letters = {s["doc"]["id"]: s["filtered_resps"][0] for s in out["samples"]["radsafe200_conflict_evidence"]}
+    assert letters == {"fx-001": "E", "fx-002": "NULL", "fx-003": "C"}
+
+
+def test_demo_family_runs_on_the_bundled_set() -> None:
+    out = lm_eval.simple_evaluate(
+        model=ScriptedLM(lambda prompt: "B"),
+        tasks=["radsafe_demo"],
+        task_manager=task_manager(include_defaults=False),
+        limit=5,
+        bootstrap_iters=0,
+    )
+    for condition in CONDITIONS:
+        result = out["results"][f"radsafe_demo_{condition}"]
+        assert all(f"{name},strict" in result for name in METRIC_NAMES)
+
+
+def test_condition_without_evidence_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
+    records[1]["conflict_evidence"] = ""
+    path = tmp_path / "no_conflict.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    monkeypatch.setenv("RADSAFE_DATA", str(path))
+    with pytest.raises(ValueError, match=r"conflict_evidence.*empty for 1 item\(s\): fx-002"):
+        task_manager(include_defaults=False).load(["radsafe200_conflict_evidence"])
+
+
+def test_metadata_overrides_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADSAFE_DATA", str(tmp_path / "does-not-exist.csv"))
+    tm = task_manager(include_defaults=False, metadata={"radsafe_data": str(FIXTURE)})
+    loaded = tm.load(["radsafe200_closed_book"])
+    assert loaded
