@@ -10,7 +10,8 @@ Accepted (the letter must be one of the item's own options):
 * ``\\boxed{B}``;
 * the text after the last closing think tag (``</think>`` by default) of a reasoning trace.
 
-Rejected (NULL): the article in ``"A 45-year-old ..."``, option text without a letter,
+Rejected (NULL): the article in ``"A 45-year-old ..."`` or ``"Answer: A CT of the head"``
+(an ``A`` followed by a word that is not a connector such as "because"), option text without a letter,
 several letters without commitment (``"B or C"``, a list of options), commitments to
 different letters, a trace that opens a think tag and never closes it, and letters that
 are not among the item's options.
@@ -43,6 +44,10 @@ _LEADING = re.compile(
 )
 _LISTED = re.compile(r"^\s*[\(\[]?([A-E])[\)\].:]\s+\S", re.MULTILINE)
 _HARMONY_FINAL = "<|channel|>final<|message|>"
+# "A" followed by a word that is not a connector reads as the article ("A CT scan ...").
+_ARTICLE = re.compile(
+    r"[ \t]+(?!(?:because|since|as|is|was|which|and|or|with|for|given|due|here|there)\b)[A-Za-z0-9]", re.IGNORECASE
+)
 
 
 def extract_letter(text: Any, letters: str = ALL_LETTERS, think_end: str = "</think>", think_start: str = "<think>") -> str:
@@ -80,6 +85,8 @@ def _committed_letter(text: str) -> str | None:
         letter = next(g for g in match.groups() if g)
         if not letter.isupper():
             continue  # "the answer is a fracture": a lower-case letter only counts alone
+        if letter == "A" and match.group(3) is None and _ARTICLE.match(text, match.end()):
+            continue  # "Answer: A CT of the head" names option text, not a letter
         if match.group(3) is None and _ALTERNATIVE.match(text, match.end()):
             return None  # "the answer is B or C"
         candidates.add(letter)

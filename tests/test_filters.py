@@ -69,6 +69,9 @@ CASES = [
     ("", FIVE, NULL),
     ("   \n  ", FIVE, NULL),
     ("Option B is wrong because it delays treatment.", FIVE, NULL),
+    ("Answer: A CT of the head without contrast", FIVE, NULL),
+    ("The answer is A because haemorrhage must be excluded.", FIVE, "A"),
+    ("The answer is A, a non-contrast CT.", FIVE, "A"),
     # letters outside the item's options
     ("E", FOUR, NULL),
     ("Answer: E", FOUR, NULL),
