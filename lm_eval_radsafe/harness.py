@@ -23,13 +23,14 @@ from lm_eval_radsafe.conditions import get_condition
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import CANONICAL_KEYS, Item
 from lm_eval_radsafe.loaders import DEMO_SOURCE, HUB_DATASET, LoadedItems, item_from_record, load_items
-from lm_eval_radsafe.metrics import score_item
+from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
 from lm_eval_radsafe.prompts import system_prompt, user_prompt
 
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "RADSAFE_DATA"
 DATA_METADATA_KEY = "radsafe_data"
+THRESHOLD_KEY = "overconfidence_threshold"
 #: Recorded for every item (and so in every samples file).
 FINGERPRINT_FIELD = "dataset_fingerprint"
 SOURCE_FIELD = "dataset_source"
@@ -44,7 +45,15 @@ def resolve_source(metadata: dict[str, Any]) -> str:
     return str(value)
 
 
-def to_dataset(loaded: LoadedItems) -> datasets.DatasetDict:
+def resolve_threshold(metadata: dict[str, Any]) -> float:
+    """Dangerous-overconfidence threshold from ``--metadata`` (default 0.8), checked."""
+    value = metadata.get(THRESHOLD_KEY, OVERCONFIDENCE_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"metadata {THRESHOLD_KEY!r} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def to_dataset(loaded: LoadedItems, threshold: float = OVERCONFIDENCE_THRESHOLD) -> datasets.DatasetDict:
     """Items as the one-split ``DatasetDict`` lm-eval expects, fingerprint on every row."""
     rows = []
     for item in loaded.items:
@@ -52,6 +61,7 @@ def to_dataset(loaded: LoadedItems) -> datasets.DatasetDict:
         row["agentic_report"] = row["agentic_report"] or ""
         row[FINGERPRINT_FIELD] = loaded.fingerprint
         row[SOURCE_FIELD] = loaded.source
+        row[THRESHOLD_KEY] = threshold
         rows.append(row)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
@@ -63,12 +73,18 @@ def _task_name(metadata: dict[str, Any]) -> str | None:
 
 
 def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
+    threshold = resolve_threshold(metadata)
     loaded = load_items(source)
     task = _task_name(metadata)
     logger.info("%s: %d items from %s (%s)", task or "radsafe", len(loaded), loaded.source, loaded.fingerprint)
     if task:
-        LOADED[task] = {"dataset_fingerprint": loaded.fingerprint, "dataset_source": loaded.source, "n_items": len(loaded)}
-    return to_dataset(loaded)
+        LOADED[task] = {
+            "dataset_fingerprint": loaded.fingerprint,
+            "dataset_source": loaded.source,
+            "n_items": len(loaded),
+            THRESHOLD_KEY: threshold,
+        }
+    return to_dataset(loaded, threshold)
 
 
 def load_radsafe200(**metadata: Any) -> datasets.DatasetDict:
@@ -121,8 +137,32 @@ def item_from_doc(doc: dict[str, Any]) -> Item:
 
 
 def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
-    """Per-item metric values from the strict letter the filter pipeline kept."""
+    """Greedy regime: per-item metric values from the strict letter the filter kept."""
     letter = results[0]
     if isinstance(letter, (list, tuple)):
         raise TypeError(f"expected one letter per item, got {letter!r}: end the filter pipeline with take_first")
     return score_item(item_from_doc(doc), None if letter == NULL else letter)
+
+
+def process_results_sc(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
+    """Self-consistency regime: per-item values from the list of K sampled letters."""
+    letters = results[0]
+    if isinstance(letters, str) or not isinstance(letters, (list, tuple)):
+        raise TypeError(f"expected the list of sampled letters, got {letters!r}: do not end the pipeline with take_first")
+    return score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY]))
+
+
+def doc_to_choice(doc: dict[str, Any]) -> list[str]:
+    """Log-likelihood regime: the option letters are the choices scored."""
+    return [option["letter"] for option in doc["options"]]
+
+
+def doc_to_target_index(doc: dict[str, Any]) -> int:
+    """Log-likelihood regime: index of the correct letter among the choices."""
+    return doc_to_choice(doc).index(doc["answer"])
+
+
+def process_results_ll(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
+    """Log-likelihood regime: per-item values from one (log-likelihood, is-greedy) per letter."""
+    loglikelihoods = [float(result[0]) for result in results]
+    return score_loglikelihoods(item_from_doc(doc), loglikelihoods, float(doc[THRESHOLD_KEY]))

@@ -11,13 +11,12 @@ import pytest
 
 from conftest import FIXTURE, ScriptedLM
 from lm_eval_radsafe.cli import task_manager, tasks_dir
-from lm_eval_radsafe.conditions import CONDITIONS
+from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES, task_name
 from lm_eval_radsafe.loaders import load_items
 from lm_eval_radsafe.metrics import METRIC_NAMES
 from lm_eval_radsafe.prompts import system_prompt, user_prompt
 
 GOLDEN = Path(__file__).parent / "golden"
-FAMILIES = ("radsafe200", "radsafe_demo")
 
 
 def all_yaml_names() -> list[str]:
@@ -27,7 +26,7 @@ def all_yaml_names() -> list[str]:
 def test_every_yaml_is_indexed(fixture_data: Path) -> None:
     tm = task_manager(include_defaults=False)
     names = all_yaml_names()
-    assert len(names) == 2 + 2 * len(CONDITIONS)
+    assert len(names) == len(FAMILIES) * (1 + len(CONDITIONS) * len(REGIMES))
     missing = [name for name in names if name not in tm.all_tasks]
     assert not missing, f"lm-eval skipped these YAMLs silently: {missing}"
 
@@ -40,8 +39,33 @@ def test_every_yaml_builds(fixture_data: Path, name: str) -> None:
 
 
 def test_task_names_follow_family_and_condition() -> None:
-    expected = {f"{family}_{cond}" for family in FAMILIES for cond in CONDITIONS} | set(FAMILIES)
+    expected = {task_name(f, c, r) for f in FAMILIES for c in CONDITIONS for r in REGIMES} | set(FAMILIES)
     assert set(all_yaml_names()) == expected
+
+
+def test_regime_yamls_are_short_and_share_the_overlays() -> None:
+    for family in FAMILIES:
+        for condition in CONDITIONS:
+            for regime in REGIMES:
+                path = tasks_dir() / f"{task_name(family, condition, regime)}.yaml"
+                lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+                assert len(lines) <= 5, path
+                assert f"process_docs: !function utils.{condition}" in lines, path
+
+
+def test_overlay_metric_lists_match_the_metric_specs() -> None:
+    import yaml
+
+    from lm_eval_radsafe.metrics import LL_METRICS, SC_METRICS
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    for overlay, specs in (("_radsafe_sc_yaml", SC_METRICS), ("_radsafe_ll_yaml", LL_METRICS)):
+        config = yaml.load((tasks_dir() / overlay).read_text(), Loader=Loader)
+        listed = [(m["metric"], m["higher_is_better"], m["aggregation"].removeprefix("utils.")) for m in config["metric_list"]]
+        assert listed == [(s.name, s.higher_is_better, s.aggregation) for s in specs]
 
 
 # --------------------------------------------------------------------------- golden prompts

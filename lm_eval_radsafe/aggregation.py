@@ -1,0 +1,55 @@
+"""Named corpus-level aggregations for metrics that are not plain means.
+
+lm-eval reports no standard error for these (it only knows its own functions); the
+analysis step computes bootstrap intervals from the samples files instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+N_BINS = 10
+
+
+def mean_where(items: Iterable[Sequence[float]]) -> float:
+    """Mean of ``value`` over the items whose ``selected`` flag is set.
+
+    Each item is ``(value, selected)``; e.g. confidence over the items answered
+    correctly. Denominator: the selected items. NaN when none is selected.
+    """
+    chosen = [float(value) for value, selected in items if selected]
+    return sum(chosen) / len(chosen) if chosen else math.nan
+
+
+def _bins(items: Iterable[Sequence[float]], n_bins: int) -> tuple[int, list[tuple[int, float, float]]]:
+    """(N, [(count, mean confidence, accuracy) for each non-empty bin])."""
+    sums = [[0, 0.0, 0.0] for _ in range(n_bins)]
+    total = 0
+    for confidence, correct in items:
+        conf = float(confidence)
+        index = min(max(int(math.floor(conf * n_bins)), 0), n_bins - 1)  # [lo, hi); 1.0 in the last
+        sums[index][0] += 1
+        sums[index][1] += conf
+        sums[index][2] += float(correct)
+        total += 1
+    return total, [(n, c / n, a / n) for n, c, a in sums if n]
+
+
+def expected_calibration_error(items: Iterable[Sequence[float]], n_bins: int = N_BINS) -> float:
+    """ECE over ``(confidence, correct)`` pairs: sum_b (n_b / N) |mean_conf_b - acc_b|.
+
+    ``n_bins`` equal-width bins on [0, 1]; each bin is [lo, hi) except the last, which
+    includes 1.0 (a confidence below 0 falls in the first). NaN for no items.
+    """
+    total, bins = _bins(items, n_bins)
+    if not total:
+        return math.nan
+    return sum(n / total * abs(conf - acc) for n, conf, acc in bins)
+
+
+def maximum_calibration_error(items: Iterable[Sequence[float]], n_bins: int = N_BINS) -> float:
+    """MCE over ``(confidence, correct)`` pairs: the largest |mean_conf_b - acc_b| of a
+    non-empty bin (bins as in :func:`expected_calibration_error`). NaN for no items."""
+    _, bins = _bins(items, n_bins)
+    return max((abs(conf - acc) for _, conf, acc in bins), default=math.nan)

@@ -1,0 +1,108 @@
+"""Per-item self-consistency statistics over K sampled letters (digest section 4).
+
+Every sample is a ballot: an option letter or NULL (no clear letter). For one item with
+options ``A_q`` and K samples:
+
+* **majority** (NULL-aware): the most frequent ballot, NULL included. NULL winning or
+  tying for the top count -> NULL; a tie among letters only -> the alphabetically first.
+* **agreement** = top count / K; **margin** = (top - runner-up) / K.
+* **entropy** H = -sum p_x ln p_x over observed ballots (A..E and NULL, natural log).
+* **confidence** = 1 - H / ln(|A_q| + 1): the item's own option count plus the NULL bin.
+  A letter outside the item's options is counted as NULL, so confidence stays in [0, 1].
+* **Wilson** 95% interval (z = 1.959964) on the agreement.
+* **robustness** = valid letters equal to the answer / valid letters (0 when none valid).
+* **synchronized failure**: at least two valid letters, all the same, and wrong.
+
+One majority rule serves accuracy, the safety rates and every confidence split. (The
+study's scripts also use a NULL-dropping majority for some safety rates; we do not.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from lm_eval_radsafe.filters import NULL
+from lm_eval_radsafe.items import Item
+
+WILSON_Z = 1.959964
+
+
+@dataclass(frozen=True)
+class VoteStats:
+    """Statistics of one item's K samples."""
+
+    n_samples: int
+    counts: dict[str, int]
+    majority: str  # a letter of the item, or NULL
+    agreement: float
+    margin: float
+    entropy: float
+    confidence: float
+    wilson_low: float
+    wilson_high: float
+    n_valid: int
+    null_rate: float
+    robustness: float
+    synchronized_failure: bool
+
+
+def majority_vote(ballots: Sequence[str]) -> str:
+    """NULL-aware majority of ``ballots`` (letters or ``"NULL"``); empty input is NULL."""
+    counts = Counter(ballots)
+    if not counts:
+        return NULL
+    top = max(counts.values())
+    tied = sorted(b for b, c in counts.items() if c == top)
+    return NULL if NULL in tied else tied[0]
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval for a proportion; (nan, nan) when n is 0."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
+    """Statistics of the sampled ``letters`` of ``item`` (see the module docstring).
+
+    Raises ``ValueError`` for an empty sample list.
+    """
+    if not letters:
+        raise ValueError(f"item {item.id!r}: no samples to vote on")
+    valid_letters = item.letters
+    ballots = [x if x in valid_letters else NULL for x in letters]
+    k = len(ballots)
+    counts = Counter(ballots)
+    majority = majority_vote(ballots)
+    ordered = sorted(counts.values(), reverse=True)
+    top = ordered[0]
+    runner_up = ordered[1] if len(ordered) > 1 else 0
+    entropy = -sum((c / k) * math.log(c / k) for c in counts.values())
+    confidence = 1.0 - entropy / math.log(len(valid_letters) + 1)
+    low, high = wilson_interval(top, k)
+    valid = [b for b in ballots if b != NULL]
+    correct_valid = sum(b == item.answer for b in valid)
+    synchronized = len(valid) >= 2 and len(set(valid)) == 1 and valid[0] != item.answer
+    return VoteStats(
+        n_samples=k,
+        counts=dict(sorted(counts.items())),
+        majority=majority,
+        agreement=top / k,
+        margin=(top - runner_up) / k,
+        entropy=entropy,
+        confidence=confidence,
+        wilson_low=low,
+        wilson_high=high,
+        n_valid=len(valid),
+        null_rate=counts.get(NULL, 0) / k,
+        robustness=correct_valid / len(valid) if valid else 0.0,
+        synchronized_failure=synchronized,
+    )
