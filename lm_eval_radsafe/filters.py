@@ -33,7 +33,7 @@ _BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?\(?([A-E])\)?\s*\
 _COMMIT = re.compile(
     r"\banswer\s*(?:is|would\s+be|will\s+be|should\s+be|[:=\-])?\s*(?:option\s+|choice\s+|letter\s+)?"
     r"[\(\[]?([A-E])(?![A-Za-z0-9])"
-    r"|\b(?:option|choice)\s*(?:is|would\s+be|:|=)\s*[\(\[]?([A-E])(?![A-Za-z0-9])"
+    r"|\b(?:option|choice|output|response|selection)\s*(?:is|would\s+be|:|=)\s*[\(\[]?([A-E])(?![A-Za-z0-9])"
     r"|(?<![A-Za-z0-9])([A-E])[\)\]]?\s+is\s+(?:the\s+)?(?:correct|right|best)\b",
     re.IGNORECASE,
 )

@@ -79,3 +79,33 @@ def test_demo_prints_the_condition_table(tmp_path: Path) -> None:
         assert any(line.startswith(display) for line in lines), display
     assert "not RadSaFE-200" in result.stdout
     assert list((tmp_path / "demo").glob("*/samples_radsafe_demo_closed_book_*.jsonl"))
+
+
+def test_sc_and_ll_tasks_on_smollm2() -> None:
+    """Few items, few repeats: the _sc task keeps every sample's letter; _ll scores letters."""
+    import lm_eval
+
+    from lm_eval_radsafe.cli import task_manager
+    from lm_eval_radsafe.metrics import LL_METRICS, SC_METRICS
+
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(MODEL_DIR), "gguf_file": GGUF, "device": "cpu"},
+        tasks=[{"group": "few_repeats", "task": [{"task": "radsafe_demo_closed_book_sc", "repeats": 4}]}, "radsafe_demo_closed_book_ll"],
+        task_manager=task_manager(include_defaults=False),
+        limit=3,
+        batch_size=8,
+        apply_chat_template=True,
+        log_samples=True,
+    )
+    sc = out["results"]["radsafe_demo_closed_book_sc"]
+    assert all(f"{m.name},strict" in sc for m in SC_METRICS)
+    assert 0.0 <= sc["mean_confidence,strict"] <= 1.0
+    for sample in out["samples"]["radsafe_demo_closed_book_sc"]:
+        assert len(sample["resps"][0]) == 4
+        letters = sample["filtered_resps"][0]
+        valid = "".join(o["letter"] for o in sample["doc"]["options"])
+        assert len(letters) == 4 and all(x == "NULL" or x in valid for x in letters)
+    ll = out["results"]["radsafe_demo_closed_book_ll"]
+    assert all(f"{m.name},none" in ll for m in LL_METRICS)
+    assert 0.0 < ll["ll_mean_confidence,none"] <= 1.0

@@ -40,6 +40,8 @@ CASES = [
     ("The correct answer is (C).", FIVE, "C"),
     ("Final answer: E", FIVE, "E"),
     ("The correct option is A.", FIVE, "A"),
+    ("Output: C", FIVE, "C"),
+    ("My selection is D.", FIVE, "D"),
     ("C is the correct answer.", FIVE, "C"),
     ("Ultrasound avoids radiation in children, so the answer is B.", FIVE, "B"),
     ("A 45-year-old with these findings most likely has a dissection. Answer: D", FIVE, "D"),
