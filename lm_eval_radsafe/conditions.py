@@ -95,3 +95,13 @@ def task_name(family: str, condition: str, regime: str = "greedy") -> str:
     if family not in FAMILIES:
         raise KeyError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
     return f"{family}_{get_condition(condition).name}{REGIMES[regime].suffix}"
+
+
+def parse_task_name(task: str) -> tuple[str, str, str] | None:
+    """``radsafe_demo_closed_book_sc`` -> ``("radsafe_demo", "closed_book", "sc")``; None if not ours."""
+    for family in FAMILIES:
+        for condition in CONDITIONS:
+            for regime in REGIMES.values():
+                if task == f"{family}_{condition}{regime.suffix}":
+                    return family, condition, regime.name
+    return None

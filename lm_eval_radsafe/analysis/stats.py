@@ -1,0 +1,155 @@
+"""Statistics for many runs at once: a shared, vectorised question-level bootstrap, exact
+McNemar, paired-bootstrap p-values, Holm and Benjamini-Hochberg, Wilson intervals.
+
+The bootstrap draws one index matrix ``default_rng(seed).integers(0, n, (B, n))`` over the
+items (sorted by id, as in the study) and turns it into a count matrix W (B x n): how often
+each item is drawn in each replicate. Every statistic is then a matrix product, for all
+runs at once, and every comparison is paired because all runs share W.
+
+* mean metric:        (W @ (v * m)) / (W @ m)      (m = 1 where the run has the item)
+* conditional mean:   (W @ (v * s * m)) / (W @ (s * m))
+* ECE / MCE:          per confidence bin, counts, confidence sums and correct sums are W
+  products; ECE = sum_b |conf_b - correct_b| / N, MCE = max_b |conf_b - correct_b| / n_b.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lm_eval_radsafe.consistency import WILSON_Z, wilson_interval  # noqa: F401  (re-exported)
+
+DEFAULT_B = 1000
+DEFAULT_SEED = 42
+N_BINS = 10
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A shared count matrix ``weights`` (B x n) for n items."""
+
+    weights: np.ndarray
+    seed: int
+
+    @classmethod
+    def draw(cls, n_items: int, n_boot: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> "Bootstrap":
+        """The study's index matrix ``default_rng(seed).integers(0, n, (B, n))`` as counts."""
+        if n_items < 1 or n_boot < 1:
+            raise ValueError(f"need at least one item and one replicate, got n={n_items}, B={n_boot}")
+        index = np.random.default_rng(seed).integers(0, n_items, size=(n_boot, n_items))
+        return cls(weights=index_to_counts(index, n_items), seed=seed)
+
+    @property
+    def n_boot(self) -> int:
+        return int(self.weights.shape[0])
+
+
+def index_to_counts(index: np.ndarray, n_items: int) -> np.ndarray:
+    """(B, n) bootstrap index matrix -> (B, n) float counts of each item per replicate."""
+    n_boot = index.shape[0]
+    offsets = (np.arange(n_boot)[:, None] * n_items + index).ravel()
+    return np.bincount(offsets, minlength=n_boot * n_items).reshape(n_boot, n_items).astype(float)
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def weighted_means(weights: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Means of the columns of ``values`` (n x R) over masked items, per weight row (W x R)."""
+    return _divide(weights @ np.where(mask, values, 0.0), weights @ mask.astype(float))
+
+
+def weighted_ratio(weights: np.ndarray, values: np.ndarray, selected: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over items that are both masked and selected (NaN when none)."""
+    sel = (mask & (selected > 0)).astype(float)
+    return _divide(weights @ (np.where(mask, values, 0.0) * sel), weights @ sel)
+
+
+def calibration(
+    weights: np.ndarray, confidence: np.ndarray, correct: np.ndarray, mask: np.ndarray, n_bins: int = N_BINS
+) -> tuple[np.ndarray, np.ndarray]:
+    """ECE and MCE (each W x R) of (confidence, correct) columns, equal-width bins.
+
+    Bins are [lo, hi) except the last, which includes 1.0; confidence below 0 falls in the
+    first. NaN where a column has no items.
+    """
+    conf = np.where(mask, confidence, 0.0)
+    corr = np.where(mask, correct, 0.0)
+    bins = np.clip(np.floor(conf * n_bins).astype(int), 0, n_bins - 1)
+    total = weights @ mask.astype(float)
+    gap_sum = np.zeros_like(total)
+    worst = np.full_like(total, -np.inf)
+    for b in range(n_bins):
+        in_bin = (mask & (bins == b)).astype(float)
+        count = weights @ in_bin
+        gap = np.abs(weights @ (conf * in_bin) - weights @ (corr * in_bin))
+        gap_sum += gap
+        worst = np.where(count > 0, np.maximum(worst, _divide(gap, count)), worst)
+    ece = _divide(gap_sum, total)
+    mce = np.where(np.isfinite(worst), worst, np.nan)
+    return ece, mce
+
+
+def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, ignoring NaN replicates (NaN if all are NaN)."""
+    tail = (1 - level) / 2 * 100
+    with np.errstate(all="ignore"):
+        if np.isnan(replicates).all(axis=0).any():
+            low = np.full(replicates.shape[1:], np.nan)
+            high = np.full(replicates.shape[1:], np.nan)
+            ok = ~np.isnan(replicates).all(axis=0)
+            low[ok] = np.nanpercentile(replicates[:, ok], tail, axis=0)
+            high[ok] = np.nanpercentile(replicates[:, ok], 100 - tail, axis=0)
+            return low, high
+        return np.nanpercentile(replicates, tail, axis=0), np.nanpercentile(replicates, 100 - tail, axis=0)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for discordant counts b and c (1 when b + c = 0).
+
+    p = min(1, 2 * sum_{i <= min(b, c)} C(b + c, i) / 2^(b + c)).
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2.0 * tail / 2.0**n)
+
+
+def paired_bootstrap_p(difference: np.ndarray) -> float:
+    """Two-sided p of a paired bootstrap: 2 * min(P(d <= 0), P(d >= 0)), capped at 1."""
+    d = difference[~np.isnan(difference)]
+    if d.size == 0:
+        return math.nan
+    return float(min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values (NaN stays NaN)."""
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    m = len(order)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values; NaN stays NaN)."""
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    m = len(order)
+    adjusted = [math.nan] * len(p_values)
+    running = 1.0
+    for rank in range(m - 1, -1, -1):
+        i = order[rank]
+        running = min(running, p_values[i] * m / (rank + 1))
+        adjusted[i] = min(1.0, running)
+    return adjusted

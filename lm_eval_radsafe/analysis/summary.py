@@ -1,0 +1,226 @@
+"""Point estimates, bootstrap CIs and paired tests for every run and metric.
+
+All runs are aligned on one item axis (the union of their item ids, sorted as strings)
+and share one bootstrap count matrix, so every comparison is paired.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from lm_eval_radsafe.analysis.runs import REGIME_METRICS, TaskRun
+from lm_eval_radsafe.analysis.stats import (
+    DEFAULT_B,
+    DEFAULT_SEED,
+    Bootstrap,
+    benjamini_hochberg,
+    calibration,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap_p,
+    percentile_ci,
+    weighted_means,
+    weighted_ratio,
+)
+from lm_eval_radsafe.conditions import CONDITIONS
+from lm_eval_radsafe.consistency import wilson_interval
+from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
+
+SUMMARY_COLUMNS = (
+    "model",
+    "condition",
+    "regime",
+    "metric",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_items",
+    "wilson_low",
+    "wilson_high",
+)
+ACCURACY_METRICS = {"accuracy", "sc_accuracy", "ll_accuracy"}
+HIGHER_IS_BETTER = {m.name: m.higher_is_better for m in (*METRICS, *SC_METRICS, *LL_METRICS)}
+
+
+@dataclass
+class Analysis:
+    """Aligned per-item data of all runs, the shared bootstrap, and the summary rows."""
+
+    runs: list[TaskRun]
+    item_ids: list[str]
+    bootstrap: Bootstrap
+    masks: np.ndarray  # (n, R) bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    replicates: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+
+    def column(self, run_index: int, metric: str) -> np.ndarray:
+        """Per-item values of a mean metric of one run on the shared item axis (NaN where absent)."""
+        run = self.runs[run_index]
+        out = np.full(len(self.item_ids), np.nan)
+        out[self._positions(run_index)] = run.values[metric]
+        return out
+
+    def pair_columns(self, run_index: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(value, flag) columns of a pair metric on the shared item axis."""
+        run = self.runs[run_index]
+        value = np.full(len(self.item_ids), np.nan)
+        flag = np.zeros(len(self.item_ids))
+        pos = self._positions(run_index)
+        value[pos] = run.pairs[metric][:, 0]
+        flag[pos] = run.pairs[metric][:, 1]
+        return value, flag
+
+    def _positions(self, run_index: int) -> np.ndarray:
+        lookup = {item: i for i, item in enumerate(self.item_ids)}
+        return np.array([lookup[item] for item in self.runs[run_index].item_ids], dtype=int)
+
+
+def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> Analysis:
+    """Estimates and percentile bootstrap CIs for every run and metric of its regime."""
+    item_ids = sorted({item for run in runs for item in run.item_ids})
+    lookup = {item: i for i, item in enumerate(item_ids)}
+    masks = np.zeros((len(item_ids), len(runs)), dtype=bool)
+    for r, run in enumerate(runs):
+        masks[[lookup[i] for i in run.item_ids], r] = True
+    analysis = Analysis(runs=runs, item_ids=item_ids, bootstrap=Bootstrap.draw(len(item_ids), n_boot, seed), masks=masks)
+    weights = analysis.bootstrap.weights
+    ones = np.ones((1, len(item_ids)))
+    metric_kinds: dict[str, str] = {}
+    for run in runs:
+        metric_kinds.update(REGIME_METRICS[run.regime])
+    for metric, kind in metric_kinds.items():
+        members = [r for r, run in enumerate(runs) if metric in REGIME_METRICS[run.regime]]
+        mask = masks[:, members]
+        if kind == "mean":
+            values = np.column_stack([analysis.column(r, metric) for r in members])
+            estimate = weighted_means(ones, values, mask)[0]
+            reps = weighted_means(weights, values, mask)
+        else:
+            cols = [analysis.pair_columns(r, metric) for r in members]
+            values = np.column_stack([c[0] for c in cols])
+            flags = np.column_stack([c[1] for c in cols])
+            if kind == "mean_where":
+                estimate = weighted_ratio(ones, values, flags, mask)[0]
+                reps = weighted_ratio(weights, values, flags, mask)
+            else:
+                which = 0 if metric.endswith("ece") else 1
+                estimate = calibration(ones, values, flags, mask)[which][0]
+                reps = calibration(weights, values, flags, mask)[which]
+        low, high = percentile_ci(reps)
+        for j, r in enumerate(members):
+            run = runs[r]
+            analysis.replicates[(r, metric)] = reps[:, j]
+            row = {
+                "model": run.model,
+                "condition": run.condition,
+                "regime": run.regime,
+                "metric": metric,
+                "estimate": float(estimate[j]),
+                "ci_low": float(low[j]),
+                "ci_high": float(high[j]),
+                "n_items": int(mask[:, j].sum()),
+                "wilson_low": math.nan,
+                "wilson_high": math.nan,
+            }
+            if kind == "mean":
+                column = run.values[metric]
+                if np.isin(column, (0.0, 1.0)).all():
+                    row["wilson_low"], row["wilson_high"] = wilson_interval(int(column.sum()), len(column))
+            analysis.rows.append(row)
+    analysis.rows.sort(key=lambda row: (row["model"], _condition_order(row["condition"]), row["regime"], row["metric"]))
+    return analysis
+
+
+def _condition_order(name: str) -> int:
+    names = list(CONDITIONS)
+    return names.index(name) if name in names else len(names)
+
+
+def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
+    """Every pair of conditions of the same model and regime, for every mean metric.
+
+    Accuracy metrics use the exact McNemar test on the items both runs share; other rates
+    use the paired bootstrap (same count matrix, both runs restricted to shared items).
+    Holm and Benjamini-Hochberg adjust each metric's p-values across the whole grid.
+    """
+    runs = analysis.runs
+    weights = analysis.bootstrap.weights
+    by_cell: dict[tuple[str, str], dict[str, int]] = {}
+    for r, run in enumerate(runs):
+        by_cell.setdefault((run.model, run.regime), {})[run.condition] = r
+    tests: list[dict[str, Any]] = []
+    for (model, regime), conditions in sorted(by_cell.items()):
+        ordered = sorted(conditions, key=_condition_order)
+        for cond_a, cond_b in combinations(ordered, 2):
+            ra, rb = conditions[cond_a], conditions[cond_b]
+            shared = analysis.masks[:, ra] & analysis.masks[:, rb]
+            if not shared.any():
+                continue
+            for metric, kind in REGIME_METRICS[regime].items():
+                if kind != "mean":
+                    continue
+                a, b = analysis.column(ra, metric), analysis.column(rb, metric)
+                values = np.column_stack([a, b])
+                mask = np.column_stack([shared, shared])
+                est = weighted_means(np.ones((1, len(a))), values, mask)[0]
+                reps = weighted_means(weights, values, mask)
+                diff = reps[:, 1] - reps[:, 0]
+                low, high = percentile_ci(diff[:, None])
+                if metric in ACCURACY_METRICS:
+                    discordant_a = int(np.sum((a[shared] == 1) & (b[shared] == 0)))
+                    discordant_b = int(np.sum((a[shared] == 0) & (b[shared] == 1)))
+                    test, p = "mcnemar_exact", mcnemar_exact(discordant_a, discordant_b)
+                else:
+                    test, p = "paired_bootstrap", paired_bootstrap_p(diff)
+                tests.append(
+                    {
+                        "model": model,
+                        "regime": regime,
+                        "metric": metric,
+                        "condition_a": cond_a,
+                        "condition_b": cond_b,
+                        "estimate_a": float(est[0]),
+                        "estimate_b": float(est[1]),
+                        "difference": float(est[1] - est[0]),
+                        "diff_ci_low": float(low[0]),
+                        "diff_ci_high": float(high[0]),
+                        "test": test,
+                        "p_value": p,
+                        "n_items": int(shared.sum()),
+                    }
+                )
+    for metric in sorted({t["metric"] for t in tests}):
+        group = [t for t in tests if t["metric"] == metric]
+        for t, p_holm, p_bh in zip(group, holm([t["p_value"] for t in group]), benjamini_hochberg([t["p_value"] for t in group])):
+            t["p_holm"], t["p_bh"] = p_holm, p_bh
+    return tests
+
+
+def tie_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per condition, regime and metric: the leader and the models whose CI overlaps its CI."""
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if not math.isnan(row["estimate"]):
+            cells.setdefault((row["condition"], row["regime"], row["metric"]), []).append(row)
+    out = []
+    for (condition, regime, metric), members in sorted(cells.items()):
+        sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+        ranked = sorted(members, key=lambda r: (-sign * r["estimate"], r["model"]))
+        leader = ranked[0]
+        tied = [r["model"] for r in ranked if not (r["ci_high"] < leader["ci_low"] or r["ci_low"] > leader["ci_high"])]
+        out.append(
+            {
+                "condition": condition,
+                "regime": regime,
+                "metric": metric,
+                "leader": leader["model"],
+                "tied_with_leader": tied,
+                "ranking": [r["model"] for r in ranked],
+            }
+        )
+    return out
