@@ -131,6 +131,53 @@ def validate_data(path: str, as_json: bool = False) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- report
+
+
+def _parse_ensembles(specs: list[str]) -> dict[str, list[str]]:
+    ensembles: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, members = spec.partition("=")
+        models = [m.strip() for m in members.split(",") if m.strip()]
+        if not sep or not name.strip() or len(models) < 2:
+            raise SystemExit(f"error: --ensemble {spec!r}: expected NAME=MODEL,MODEL[,...] with two or more models")
+        ensembles[name.strip()] = models
+    return ensembles
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``radsafe report``: build and write the report; errors name the file at fault."""
+    from lm_eval_radsafe.analysis.report import build_report, write_report
+    from lm_eval_radsafe.analysis.runs import RunError
+    from lm_eval_radsafe.analysis.scaling import ModelCardError
+
+    try:
+        report = build_report(
+            args.runs,
+            model_cards=args.model_cards,
+            ensemble_members=_parse_ensembles(args.ensemble),
+            n_boot=args.n_boot,
+            seed=args.seed,
+            allow_mixed=args.allow_mixed_datasets,
+        )
+        written = write_report(report, args.out)
+        if args.leaderboard:
+            from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
+
+            written["leaderboard.json"] = write_leaderboard(report, Path(args.out) / "leaderboard.json")
+    except (RunError, ModelCardError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    meta = report.meta
+    print(
+        f"{meta['n_runs']} runs: {len(meta['models'])} model(s) x {len(meta['conditions'])} condition(s), "
+        f"regimes {', '.join(meta['regimes'])}, {meta['n_items']} items"
+    )
+    for name in sorted(written):
+        print(f"  {written[name]}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -151,6 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate-data", help="validate a dataset and summarise it")
     validate.add_argument("path", help="'demo', a .jsonl/.json/.csv/.parquet file, a dataset folder or a hub id")
     validate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    report = sub.add_parser("report", help="analyse lm-eval output folders: CIs, paired tests, figures, report.html")
+    report.add_argument("runs", nargs="+", help="lm-eval output folders or results_*.json files")
+    report.add_argument("--out", required=True, help="folder for summary.csv/json, figures and report.html")
+    report.add_argument("--model-cards", help="CSV/YAML of name, family, parameters[, active_parameters, context_window]")
+    report.add_argument(
+        "--ensemble",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL,MODEL,...",
+        help="majority-vote ensemble of named models (repeatable)",
+    )
+    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: %(default)s)")
+    report.add_argument("--seed", type=int, default=42, help="bootstrap seed (default: %(default)s)")
+    report.add_argument(
+        "--allow-mixed-datasets", action="store_true", help="analyse runs with different dataset fingerprints together"
+    )
+    report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
+    submission = sub.add_parser("validate-submission", help="check that a leaderboard.json recomputes from its samples")
+    submission.add_argument("file", help="leaderboard.json")
+    submission.add_argument("--data", default="demo", help="the dataset it was run on (default: %(default)s)")
     from lm_eval_radsafe.demo import add_demo_arguments
 
     add_demo_arguments(sub.add_parser("demo", help="run the demo set on the bundled small model and print a table"))
@@ -170,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "validate-data":
         return validate_data(args.path, as_json=args.json)
+    if args.command == "report":
+        return run_report(args)
+    if args.command == "validate-submission":
+        from lm_eval_radsafe.analysis.leaderboard import validate_submission_cli
+
+        return validate_submission_cli(args.file, args.data)
     if args.command == "demo":
         from lm_eval_radsafe.demo import run_demo
 

@@ -8,6 +8,7 @@ line that is not JSON or lacks a field is an error naming the file and line.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from lm_eval_radsafe.conditions import REGIMES, parse_task_name
+from lm_eval_radsafe.items import Item, ItemError
 from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
 
 logger = logging.getLogger(__name__)
@@ -40,8 +42,8 @@ class TaskRun:
 
     ``values[m]`` is a float array over ``item_ids`` for mean metrics; for ``mean_where``
     and calibration metrics ``pairs[m]`` is an (n, 2) array of (value, selected/correct).
-    ``letters`` holds the filter's output per item: a letter (greedy), a list of letters
-    (self-consistency), or nothing (log-likelihood).
+    ``letters`` holds what the filter kept per item: a letter (greedy), a list of letters
+    (self-consistency), or the option log-likelihoods (log-likelihood regime).
     """
 
     model: str
@@ -110,8 +112,31 @@ def _samples_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
-def read_task_run(results: dict[str, Any], results_file: Path, task: str) -> TaskRun:
-    """Read one task's samples file next to ``results_file``."""
+def _kept_answer(regime: str, filtered: Any, where: str) -> Any:
+    """What the filter kept for one item: a letter, a list of letters, or option log-likelihoods."""
+    if not isinstance(filtered, list) or not filtered:
+        raise RunError(f"{where}: missing field 'filtered_resps'")
+    if regime == "ll":
+        lls = []
+        for entry in filtered:
+            if isinstance(entry, str):
+                entry = ast.literal_eval(entry)
+            lls.append(float(entry[0]))
+        return lls
+    return filtered[0]
+
+
+def read_task_run(
+    results: dict[str, Any], results_file: Path, task: str, items: dict[tuple[str, str], Item] | None = None
+) -> TaskRun:
+    """Read one task's samples file next to ``results_file``.
+
+    ``items`` collects each item's labelled record, keyed by (fingerprint, item id), from
+    the docs logged in the samples file (built once per item).
+    """
+    from lm_eval_radsafe.harness import item_from_doc
+
+    items = {} if items is None else items
     parsed = parse_task_name(task)
     if parsed is None:
         raise RunError(f"{results_file}: {task!r} is not a radsafe task")
@@ -124,6 +149,7 @@ def read_task_run(results: dict[str, Any], results_file: Path, task: str) -> Tas
     ids: list[str] = []
     letters: list[Any] = []
     answers: list[str] = []
+    threshold = None
     fingerprints: set[str] = set()
     columns: dict[str, list[Any]] = {name: [] for name in kinds}
     for number, row in _samples_rows(samples_file):
@@ -134,13 +160,18 @@ def read_task_run(results: dict[str, Any], results_file: Path, task: str) -> Tas
             doc = row["doc"]
             ids.append(str(doc["id"]))
             answers.append(str(doc["answer"]))
-            fingerprints.add(str(doc["dataset_fingerprint"]))
+            fingerprint = str(doc["dataset_fingerprint"])
+            fingerprints.add(fingerprint)
+            if (fingerprint, ids[-1]) not in items:
+                items[(fingerprint, ids[-1])] = item_from_doc(doc)
             for name in kinds:
                 columns[name].append(row[name])
         except (KeyError, TypeError) as exc:
             raise RunError(f"{where}: missing field {exc}") from exc
-        resp = row.get("filtered_resps", [None])
-        letters.append(resp[0] if isinstance(resp, list) and resp else None)
+        except ItemError as exc:
+            raise RunError(f"{where}: the logged item does not validate: {exc}") from exc
+        letters.append(_kept_answer(regime, row.get("filtered_resps"), where))
+        threshold = doc.get("overconfidence_threshold")
     if not ids:
         raise RunError(f"{samples_file}: no rows for filter {wanted_filter!r}")
     if len(set(ids)) != len(ids):
@@ -163,6 +194,7 @@ def read_task_run(results: dict[str, Any], results_file: Path, task: str) -> Tas
             "lm_eval_version": results.get("lm_eval_version"),
             "radsafe": results.get("radsafe", {}),
             "date": results.get("date"),
+            "overconfidence_threshold": threshold,
         },
     )
     for name, kind in kinds.items():
@@ -181,12 +213,18 @@ def read_task_run(results: dict[str, Any], results_file: Path, task: str) -> Tas
     return run
 
 
-def read_runs(paths: Iterable[Path | str], allow_mixed: bool = False, progress: bool = True) -> list[TaskRun]:
+def read_runs(
+    paths: Iterable[Path | str],
+    allow_mixed: bool = False,
+    progress: bool = True,
+    items: dict[tuple[str, str], Item] | None = None,
+) -> list[TaskRun]:
     """All radsafe task runs under ``paths``; the latest results file wins per model and task.
 
     Raises :class:`RunError` when runs used different dataset fingerprints, unless
-    ``allow_mixed``.
+    ``allow_mixed``. Pass a dict as ``items`` to collect the logged items.
     """
+    items = {} if items is None else items
     from tqdm.auto import tqdm
 
     files = find_results_files(paths)
@@ -209,7 +247,7 @@ def read_runs(paths: Iterable[Path | str], allow_mixed: bool = False, progress: 
     if not latest:
         raise RunError(f"no radsafe tasks in {len(files)} results file(s)")
     runs = [
-        read_task_run(results, results_file, task)
+        read_task_run(results, results_file, task, items)
         for (_, task), (results_file, results) in tqdm(
             sorted(latest.items()), desc="reading runs", unit="task", disable=not progress
         )

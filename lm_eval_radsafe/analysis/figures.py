@@ -1,0 +1,129 @@
+"""Matplotlib figures of a report. Each function returns a Figure, or None when the data
+it needs is absent (e.g. no confidence, no model cards)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lm_eval_radsafe.conditions import CONDITIONS
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _display(condition: str) -> str:
+    return CONDITIONS[condition].display_name if condition in CONDITIONS else condition
+
+
+def condition_deltas(tests: list[dict[str, Any]], regime: str = "greedy", baseline: str = "closed_book") -> Any:
+    """Change of accuracy and high-risk error against ``baseline`` per condition, with 95% CIs."""
+    metrics = ("accuracy", "high_risk_error") if regime in ("greedy", "think") else ("sc_accuracy", "sc_high_risk_error")
+    chosen = [t for t in tests if t["regime"] == regime and t["condition_a"] == baseline and t["metric"] in metrics]
+    if not chosen:
+        return None
+    plt = _pyplot()
+    conditions = [c for c in CONDITIONS if any(t["condition_b"] == c for t in chosen)]
+    models = sorted({t["model"] for t in chosen})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for k, model in enumerate(models):
+            offset = (k - (len(models) - 1) / 2) * min(0.6 / max(len(models), 1), 0.15)
+            points = [t for t in chosen if t["metric"] == metric and t["model"] == model]
+            xs = [conditions.index(t["condition_b"]) + offset for t in points]
+            ys = [100 * t["difference"] for t in points]
+            err = [[100 * (t["difference"] - t["diff_ci_low"]) for t in points], [100 * (t["diff_ci_high"] - t["difference"]) for t in points]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=model if len(models) <= 12 else None)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(conditions)), [_display(c) for c in conditions], rotation=20, ha="right")
+        ax.set_ylabel(f"{metric} - {_display(baseline)} (pp)")
+        ax.set_title(metric.replace("_", " "))
+    if len(models) <= 12:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_high_risk(rows: list[dict[str, Any]], regime: str = "greedy") -> Any:
+    """One point per model and condition: accuracy against high-risk error."""
+    acc = {(r["model"], r["condition"]): r["estimate"] for r in rows if r["regime"] == regime and r["metric"] == "accuracy"}
+    risk = {(r["model"], r["condition"]): r["estimate"] for r in rows if r["regime"] == regime and r["metric"] == "high_risk_error"}
+    keys = sorted(set(acc) & set(risk))
+    if not keys:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for condition in [c for c in CONDITIONS if any(k[1] == c for k in keys)]:
+        pts = [k for k in keys if k[1] == condition]
+        ax.scatter([100 * acc[k] for k in pts], [100 * risk[k] for k in pts], label=_display(condition), alpha=0.8)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_ylabel("high-risk error (%)")
+    ax.set_title("Accuracy and high-risk error")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(analysis: Any, max_lines: int = 8, n_bins: int = 10) -> Any:
+    """Reliability diagrams (mean confidence vs accuracy per bin) for runs with confidence."""
+    series = []
+    for r, run in enumerate(analysis.runs):
+        for metric in ("ece", "ll_ece"):
+            if metric in run.pairs:
+                series.append((run, run.pairs[metric]))
+    if not series:
+        return None
+    plt = _pyplot()
+    regimes = sorted({run.regime for run, _ in series})
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4.6 * len(regimes), 4.2), squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        chosen = [s for s in series if s[0].regime == regime][:max_lines]
+        for run, pairs in chosen:
+            conf, correct = pairs[:, 0], pairs[:, 1]
+            bins = np.clip(np.floor(conf * n_bins).astype(int), 0, n_bins - 1)
+            xs, ys = [], []
+            for b in range(n_bins):
+                sel = bins == b
+                if sel.any():
+                    xs.append(conf[sel].mean())
+                    ys.append(correct[sel].mean())
+            ax.plot(xs, ys, "o-", label=f"{run.model} / {_display(run.condition)}", ms=4)
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"Reliability ({regime})")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def scaling_plot(rows: list[dict[str, Any]], cards: dict[str, Any], regime: str = "greedy") -> Any:
+    """Accuracy and high-risk error against parameter count (log axis), per condition."""
+    metrics = ("accuracy", "high_risk_error")
+    chosen = [r for r in rows if r["regime"] == regime and r["metric"] in metrics and r["model"] in cards and not math.isnan(r["estimate"])]
+    if not chosen:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for condition in [c for c in CONDITIONS if any(r["condition"] == c for r in chosen)]:
+            pts = sorted((cards[r["model"]].parameters, 100 * r["estimate"]) for r in chosen if r["metric"] == metric and r["condition"] == condition)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=_display(condition), ms=4, alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (billions)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(metric.replace("_", " "))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
