@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -89,10 +90,15 @@ def load_model_cards(path: str | Path) -> dict[str, ModelCard]:
     return cards
 
 
-def fit_slope(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """OLS of y on x: slope, its t-interval (n - 2 df), intercept, R^2; NaN below 3 points."""
+@lru_cache(maxsize=None)
+def _t_quantile(probability: float, df: int) -> float:
     from scipy import stats as sps
 
+    return float(sps.t.ppf(probability, df))
+
+
+def fit_slope(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """OLS of y on x: slope, its t-interval (n - 2 df), intercept, R^2; NaN below 3 points."""
     ok = ~(np.isnan(x) | np.isnan(y))
     x, y = x[ok], y[ok]
     n = len(x)
@@ -106,7 +112,7 @@ def fit_slope(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict[str, fl
     sse = float(np.sum(residual**2))
     sst = float(np.sum((y - y.mean()) ** 2))
     se = math.sqrt(sse / (n - 2) / sxx)
-    t = float(sps.t.ppf(0.5 + level / 2, n - 2))
+    t = _t_quantile(0.5 + level / 2, n - 2)
     return {
         "n_models": n,
         "slope": slope,

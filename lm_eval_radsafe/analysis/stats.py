@@ -60,6 +60,8 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def weighted_means(weights: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Means of the columns of ``values`` (n x R) over masked items, per weight row (W x R)."""
+    if mask.all():  # every run has every item: the denominator is each row's total weight
+        return (weights @ values) / weights.sum(axis=1, keepdims=True)
     return _divide(weights @ np.where(mask, values, 0.0), weights @ mask.astype(float))
 
 
@@ -95,17 +97,31 @@ def calibration(
 
 
 def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0, ignoring NaN replicates (NaN if all are NaN)."""
+    """Percentile interval of each column over axis 0; NaN replicates are ignored (an
+    all-NaN column gives NaN)."""
     tail = (1 - level) / 2 * 100
-    with np.errstate(all="ignore"):
-        if np.isnan(replicates).all(axis=0).any():
-            low = np.full(replicates.shape[1:], np.nan)
-            high = np.full(replicates.shape[1:], np.nan)
-            ok = ~np.isnan(replicates).all(axis=0)
-            low[ok] = np.nanpercentile(replicates[:, ok], tail, axis=0)
-            high[ok] = np.nanpercentile(replicates[:, ok], 100 - tail, axis=0)
-            return low, high
-        return np.nanpercentile(replicates, tail, axis=0), np.nanpercentile(replicates, 100 - tail, axis=0)
+    shape = replicates.shape[1:]
+    low, high = np.full(shape, np.nan), np.full(shape, np.nan)
+    has_nan = np.isnan(replicates).any(axis=0)
+    clean = ~has_nan
+    if clean.any():
+        low[clean], high[clean] = np.percentile(replicates[:, clean], [tail, 100 - tail], axis=0)
+    for j in np.flatnonzero(has_nan):
+        column = replicates[:, j]
+        column = column[~np.isnan(column)]
+        if column.size:
+            low[j], high[j] = np.percentile(column, [tail, 100 - tail])
+    return low, high
+
+
+def paired_bootstrap_p_columns(differences: np.ndarray) -> np.ndarray:
+    """:func:`paired_bootstrap_p` for every column of a (B x T) matrix of differences."""
+    valid = ~np.isnan(differences)
+    count = valid.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = np.where(valid, differences <= 0, False).sum(axis=0) / count
+        above = np.where(valid, differences >= 0, False).sum(axis=0) / count
+    return np.where(count > 0, np.minimum(1.0, 2.0 * np.minimum(below, above)), np.nan)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -22,7 +22,7 @@ from lm_eval_radsafe.analysis.stats import (
     calibration,
     holm,
     mcnemar_exact,
-    paired_bootstrap_p,
+    paired_bootstrap_p_columns,
     percentile_ci,
     weighted_means,
     weighted_ratio,
@@ -55,15 +55,24 @@ class Analysis:
     item_ids: list[str]
     bootstrap: Bootstrap
     masks: np.ndarray  # (n, R) bool
+    positions: list[np.ndarray] = field(default_factory=list)  # per run: its items on the shared axis
     rows: list[dict[str, Any]] = field(default_factory=list)
     replicates: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    _matrices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def column(self, run_index: int, metric: str) -> np.ndarray:
         """Per-item values of a mean metric of one run on the shared item axis (NaN where absent)."""
-        run = self.runs[run_index]
-        out = np.full(len(self.item_ids), np.nan)
-        out[self._positions(run_index)] = run.values[metric]
-        return out
+        return self.matrix(metric)[:, run_index]
+
+    def matrix(self, metric: str) -> np.ndarray:
+        """(n x R) per-item values of a mean metric for every run (NaN where a run lacks it)."""
+        if metric not in self._matrices:
+            out = np.full((len(self.item_ids), len(self.runs)), np.nan)
+            for r, run in enumerate(self.runs):
+                if metric in run.values:
+                    out[self.positions[r], r] = run.values[metric]
+            self._matrices[metric] = out
+        return self._matrices[metric]
 
     def pair_columns(self, run_index: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(value, flag) columns of a pair metric on the shared item axis."""
@@ -76,8 +85,7 @@ class Analysis:
         return value, flag
 
     def _positions(self, run_index: int) -> np.ndarray:
-        lookup = {item: i for i, item in enumerate(self.item_ids)}
-        return np.array([lookup[item] for item in self.runs[run_index].item_ids], dtype=int)
+        return self.positions[run_index]
 
 
 def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> Analysis:
@@ -85,9 +93,16 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
     item_ids = sorted({item for run in runs for item in run.item_ids})
     lookup = {item: i for i, item in enumerate(item_ids)}
     masks = np.zeros((len(item_ids), len(runs)), dtype=bool)
-    for r, run in enumerate(runs):
-        masks[[lookup[i] for i in run.item_ids], r] = True
-    analysis = Analysis(runs=runs, item_ids=item_ids, bootstrap=Bootstrap.draw(len(item_ids), n_boot, seed), masks=masks)
+    positions = [np.array([lookup[i] for i in run.item_ids], dtype=int) for run in runs]
+    for r, pos in enumerate(positions):
+        masks[pos, r] = True
+    analysis = Analysis(
+        runs=runs,
+        item_ids=item_ids,
+        bootstrap=Bootstrap.draw(len(item_ids), n_boot, seed),
+        masks=masks,
+        positions=positions,
+    )
     weights = analysis.bootstrap.weights
     ones = np.ones((1, len(item_ids)))
     metric_kinds: dict[str, str] = {}
@@ -97,7 +112,7 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
         members = [r for r, run in enumerate(runs) if metric in REGIME_METRICS[run.regime]]
         mask = masks[:, members]
         if kind == "mean":
-            values = np.column_stack([analysis.column(r, metric) for r in members])
+            values = analysis.matrix(metric)[:, members]
             estimate = weighted_means(ones, values, mask)[0]
             reps = weighted_means(weights, values, mask)
         else:
@@ -147,57 +162,66 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
     Accuracy metrics use the exact McNemar test on the items both runs share; other rates
     use the paired bootstrap (same count matrix, both runs restricted to shared items).
     Holm and Benjamini-Hochberg adjust each metric's p-values across the whole grid.
+    All tests of one metric are computed together as matrix products.
     """
     runs = analysis.runs
     weights = analysis.bootstrap.weights
     by_cell: dict[tuple[str, str], dict[str, int]] = {}
     for r, run in enumerate(runs):
         by_cell.setdefault((run.model, run.regime), {})[run.condition] = r
-    tests: list[dict[str, Any]] = []
+    specs: dict[str, list[tuple[str, str, str, str, int, int]]] = {}
     for (model, regime), conditions in sorted(by_cell.items()):
         ordered = sorted(conditions, key=_condition_order)
         for cond_a, cond_b in combinations(ordered, 2):
             ra, rb = conditions[cond_a], conditions[cond_b]
-            shared = analysis.masks[:, ra] & analysis.masks[:, rb]
-            if not shared.any():
+            if not (analysis.masks[:, ra] & analysis.masks[:, rb]).any():
                 continue
             for metric, kind in REGIME_METRICS[regime].items():
-                if kind != "mean":
-                    continue
-                a, b = analysis.column(ra, metric), analysis.column(rb, metric)
-                values = np.column_stack([a, b])
-                mask = np.column_stack([shared, shared])
-                est = weighted_means(np.ones((1, len(a))), values, mask)[0]
-                reps = weighted_means(weights, values, mask)
-                diff = reps[:, 1] - reps[:, 0]
-                low, high = percentile_ci(diff[:, None])
-                if metric in ACCURACY_METRICS:
-                    discordant_a = int(np.sum((a[shared] == 1) & (b[shared] == 0)))
-                    discordant_b = int(np.sum((a[shared] == 0) & (b[shared] == 1)))
-                    test, p = "mcnemar_exact", mcnemar_exact(discordant_a, discordant_b)
-                else:
-                    test, p = "paired_bootstrap", paired_bootstrap_p(diff)
-                tests.append(
-                    {
-                        "model": model,
-                        "regime": regime,
-                        "metric": metric,
-                        "condition_a": cond_a,
-                        "condition_b": cond_b,
-                        "estimate_a": float(est[0]),
-                        "estimate_b": float(est[1]),
-                        "difference": float(est[1] - est[0]),
-                        "diff_ci_low": float(low[0]),
-                        "diff_ci_high": float(high[0]),
-                        "test": test,
-                        "p_value": p,
-                        "n_items": int(shared.sum()),
-                    }
-                )
-    for metric in sorted({t["metric"] for t in tests}):
-        group = [t for t in tests if t["metric"] == metric]
-        for t, p_holm, p_bh in zip(group, holm([t["p_value"] for t in group]), benjamini_hochberg([t["p_value"] for t in group])):
-            t["p_holm"], t["p_bh"] = p_holm, p_bh
+                if kind == "mean":
+                    specs.setdefault(metric, []).append((model, regime, cond_a, cond_b, ra, rb))
+    tests: list[dict[str, Any]] = []
+    for metric, group in sorted(specs.items()):
+        index_a = np.array([spec[4] for spec in group])
+        index_b = np.array([spec[5] for spec in group])
+        a, b = analysis.matrix(metric)[:, index_a], analysis.matrix(metric)[:, index_b]
+        shared = analysis.masks[:, index_a] & analysis.masks[:, index_b]
+        ones = np.ones((1, a.shape[0]))
+        est_a, est_b = weighted_means(ones, a, shared)[0], weighted_means(ones, b, shared)[0]
+        if shared.all():  # one product: the mean of differences is the difference of means
+            diff = weighted_means(weights, b - a, shared)
+        else:
+            diff = weighted_means(weights, b, shared) - weighted_means(weights, a, shared)
+        low, high = percentile_ci(diff)
+        if metric in ACCURACY_METRICS:
+            only_a = np.sum(shared & (a == 1) & (b == 0), axis=0)
+            only_b = np.sum(shared & (a == 0) & (b == 1), axis=0)
+            p_values = [mcnemar_exact(int(x), int(y)) for x, y in zip(only_a, only_b)]
+            test = "mcnemar_exact"
+        else:
+            p_values = [float(p) for p in paired_bootstrap_p_columns(diff)]
+            test = "paired_bootstrap"
+        adjusted_holm, adjusted_bh = holm(p_values), benjamini_hochberg(p_values)
+        for j, (model, regime, cond_a, cond_b, _, _) in enumerate(group):
+            tests.append(
+                {
+                    "model": model,
+                    "regime": regime,
+                    "metric": metric,
+                    "condition_a": cond_a,
+                    "condition_b": cond_b,
+                    "estimate_a": float(est_a[j]),
+                    "estimate_b": float(est_b[j]),
+                    "difference": float(est_b[j] - est_a[j]),
+                    "diff_ci_low": float(low[j]),
+                    "diff_ci_high": float(high[j]),
+                    "test": test,
+                    "p_value": p_values[j],
+                    "p_holm": adjusted_holm[j],
+                    "p_bh": adjusted_bh[j],
+                    "n_items": int(shared[:, j].sum()),
+                }
+            )
+    tests.sort(key=lambda t: (t["model"], t["regime"], _condition_order(t["condition_a"]), _condition_order(t["condition_b"]), t["metric"]))
     return tests
 
 
