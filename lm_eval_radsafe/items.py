@@ -28,6 +28,7 @@ CANONICAL_KEYS = (
     "agentic_report",
     "subspecialty",
     "question_type",
+    "supporting_passages",
 )
 OPTION_KEYS = ("letter", "text", *FLAG_NAMES)
 
@@ -85,6 +86,8 @@ class Item:
     ``options`` holds 4 or 5 :class:`Option` records lettered consecutively from ``A``;
     ``answer`` is one of their letters. Evidence strings may be empty when a dataset does
     not carry them; a condition that needs them refuses such items when it is built.
+    ``supporting_passages`` names corpus passages that support the answer (used to measure
+    whether retrieval brought one into the prompt); empty when unknown.
     """
 
     id: str
@@ -96,6 +99,7 @@ class Item:
     agentic_report: str | None = None
     subspecialty: str = ""
     question_type: str = ""
+    supporting_passages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -114,6 +118,10 @@ class Item:
                 raise ItemError(name, getattr(self, name), "must be a string")
         if self.agentic_report is not None and not isinstance(self.agentic_report, str):
             raise ItemError("agentic_report", self.agentic_report, "must be a string or null")
+        if not isinstance(self.supporting_passages, tuple) or not all(
+            isinstance(p, str) and p for p in self.supporting_passages
+        ):
+            raise ItemError("supporting_passages", self.supporting_passages, "must be a list of passage ids")
 
     @property
     def letters(self) -> str:
@@ -144,6 +152,7 @@ class Item:
             "agentic_report": self.agentic_report,
             "subspecialty": self.subspecialty,
             "question_type": self.question_type,
+            "supporting_passages": list(self.supporting_passages),
         }
 
 

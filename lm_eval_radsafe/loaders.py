@@ -296,7 +296,18 @@ def _from_canonical(record: Mapping[str, Any]) -> Item:
         agentic_report=record.get("agentic_report"),
         subspecialty=_text_or_empty(record, "subspecialty"),
         question_type=_text_or_empty(record, "question_type"),
+        supporting_passages=_passage_ids(record.get("supporting_passages")),
     )
+
+
+def _passage_ids(value: Any) -> tuple[str, ...]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str):
+        value = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) and p for p in value):
+        raise ItemError("supporting_passages", value, "must be a list of passage ids")
+    return tuple(value)
 
 
 def _text_or_empty(record: Mapping[str, Any], key: str) -> Any:
@@ -349,6 +360,7 @@ def _from_generic(record: Mapping[str, Any]) -> Item:
         agentic_report=None if report is None else _as_text(_REPORT_KEYS[0], report),
         subspecialty=_as_text(*pick(_SUBSPECIALTY_KEYS), optional=True),
         question_type=_as_text(*pick(_QTYPE_KEYS), optional=True),
+        supporting_passages=_passage_ids(pick(("supporting_passages",))[1]),
     )
 
 
