@@ -1,0 +1,104 @@
+"""Corpus readers: JSONL with ``id``/``title``/``text``, or a folder of ``.txt``/``.md`` files.
+
+A bad line is an error naming the file, line, field and value; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+DEMO_CORPUS = "demo"
+
+
+class CorpusError(ValueError):
+    """A corpus file or folder that cannot be read as passages."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One corpus document: its id, title and text."""
+
+    id: str
+    title: str
+    text: str
+
+    @property
+    def full_text(self) -> str:
+        """``title + "\\n\\n" + text`` (the study's chunking input)."""
+        return f"{self.title}\n\n{self.text}" if self.title else self.text
+
+
+def demo_corpus_path() -> Path:
+    """The bundled demo corpus (written for this project; not Radiopaedia)."""
+    return Path(str(resources.files("lm_eval_radsafe") / "data" / "demo_corpus" / "radsafe_demo_corpus.jsonl"))
+
+
+def read_corpus(source: str | Path) -> list[Passage]:
+    """Passages from ``"demo"``, a ``.jsonl`` file or a folder of ``.txt``/``.md`` files."""
+    path = demo_corpus_path() if str(source) == DEMO_CORPUS else Path(source).expanduser()
+    if path.is_dir():
+        passages = _read_folder(path)
+    elif path.is_file():
+        if path.suffix.lower() != ".jsonl":
+            raise CorpusError(f"{path}: use a .jsonl file (id, title, text) or a folder of .txt/.md files")
+        passages = _read_jsonl(path)
+    else:
+        raise CorpusError(f"corpus {str(source)!r} not found: give 'demo', a .jsonl file or a folder")
+    if not passages:
+        raise CorpusError(f"{path}: no passages")
+    return passages
+
+
+def _read_jsonl(path: Path) -> list[Passage]:
+    passages: list[Passage] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+            if not isinstance(record, dict):
+                raise CorpusError(f"{where}: expected a JSON object")
+            for field in ("id", "text"):
+                value = record.get(field)
+                if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
+                    raise CorpusError(f"{where}: field {field!r}: missing or empty (value: {value!r})")
+            title = record.get("title", "")
+            if not isinstance(title, str):
+                raise CorpusError(f"{where}: field 'title': must be text (value: {title!r})")
+            pid = str(record["id"])
+            if pid in seen:
+                raise CorpusError(f"{where}: field 'id': duplicate of line {seen[pid]} (value: {pid!r})")
+            seen[pid] = number
+            passages.append(Passage(pid, title.strip(), str(record["text"]).strip()))
+    return passages
+
+
+def _read_folder(folder: Path) -> list[Passage]:
+    passages = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()):
+        text = path.read_text(encoding="utf-8").strip()
+        if not text:
+            raise CorpusError(f"{path}: empty file")
+        first, _, rest = text.partition("\n")
+        title = first.lstrip("# ").strip() if path.suffix.lower() == ".md" and first.startswith("#") else path.stem
+        body = rest.strip() if title != path.stem else text
+        passages.append(Passage(str(path.relative_to(folder)), title, body))
+    return passages
+
+
+def corpus_hash(passages: Iterable[Passage]) -> str:
+    """sha256 over the passages in order (id, title, text)."""
+    digest = hashlib.sha256(b"radsafe-corpus/1")
+    for p in passages:
+        digest.update(json.dumps([p.id, p.title, p.text], ensure_ascii=False).encode("utf-8") + b"\n")
+    return "sha256:" + digest.hexdigest()
