@@ -23,6 +23,14 @@ class Condition:
     evidence_field: str | None
     template: str
     description: str
+    retrieval: str | None = None  # "top_k", "padded" or "budget": evidence from a prepared folder
+    k: int | None = None  # top_k: chunks in the prompt; padded: the length (in chunks) padded to
+    budget_tokens: int | None = None  # budget: tokens of the evaluated model; None = the model's maximum
+
+    @property
+    def uses_retrieval(self) -> bool:
+        """Evidence comes from ``radsafe prepare`` rather than from the item."""
+        return self.retrieval is not None
 
 
 CONDITIONS: dict[str, Condition] = {}
@@ -63,6 +71,61 @@ register_condition(
         "conflict_evidence",
         "evidence.j2",
         "the item's evidence with conflicting statements, verbatim, before the question",
+    )
+)
+for _k in (1, 5, 10):
+    register_condition(
+        Condition(
+            f"rag_top{_k}",
+            f"Standard RAG top-{_k}",
+            None,
+            "evidence.j2",
+            f"the top-{_k} retrieved chunks in rank order, separated by '---'",
+            retrieval="top_k",
+            k=_k,
+        )
+    )
+register_condition(
+    Condition(
+        "rag_padded_top1",
+        "Padded top-1",
+        None,
+        "evidence.j2",
+        "the top-1 chunk repeated to the token length of the top-10 text (context-length control)",
+        retrieval="padded",
+        k=10,
+    )
+)
+register_condition(
+    Condition(
+        "context_32k",
+        "32k context",
+        None,
+        "evidence.j2",
+        "ranked chunks packed head first into 30,000 tokens of the evaluated model",
+        retrieval="budget",
+        budget_tokens=30_000,
+    )
+)
+register_condition(
+    Condition(
+        "context_100k",
+        "100k context",
+        None,
+        "evidence.j2",
+        "ranked chunks packed head first into 96,000 tokens of the evaluated model",
+        retrieval="budget",
+        budget_tokens=96_000,
+    )
+)
+register_condition(
+    Condition(
+        "context_max",
+        "Max context",
+        None,
+        "evidence.j2",
+        "ranked chunks packed into the model's window minus prompt, answer budget and margin",
+        retrieval="budget",
     )
 )
 

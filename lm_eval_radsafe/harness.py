@@ -11,6 +11,7 @@ Dataset selection for the ``radsafe200`` family, first match wins:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from functools import partial
@@ -19,7 +20,7 @@ from typing import Any
 
 import datasets
 
-from lm_eval_radsafe.conditions import get_condition
+from lm_eval_radsafe.conditions import get_condition, parse_task_name
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import CANONICAL_KEYS, Item
 from lm_eval_radsafe.loaders import DEMO_SOURCE, HUB_DATASET, LoadedItems, item_from_record, load_items
@@ -72,10 +73,74 @@ def _task_name(metadata: dict[str, Any]) -> str | None:
     return Path(str(source)).stem if source else None
 
 
+PREPARED_ENV = "RADSAFE_PREPARED"
+PREPARED_METADATA_KEY = "prepared"
+
+
+def _condition_of(task: str | None) -> Any:
+    parsed = parse_task_name(task) if task else None
+    return get_condition(parsed[1]) if parsed else None
+
+
+def _prepared(source: str, metadata: dict[str, Any]) -> Any:
+    """The prepared folder of a retrieval task; the demo family prepares itself if needed."""
+    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, cache_root, load_prepared, prepare
+
+    folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
+    if not folder:
+        if source != DEMO_SOURCE:
+            raise ValueError(
+                "retrieval conditions read evidence from a prepared folder: run `radsafe prepare --dataset ... "
+                "--corpus ... --out DIR`, then pass --metadata '{\"prepared\": \"DIR\"}' or set RADSAFE_PREPARED"
+            )
+        folder = cache_root() / "prepared" / "demo-bm25"
+        if not (Path(folder) / "manifest.json").is_file():
+            logger.info("preparing the demo corpus evidence in %s", folder)
+            prepare(DEMO_SOURCE, "demo", folder, PrepareSettings(), progress=False)
+    prepared = load_prepared(folder)
+    expected = load_items(source).fingerprint if source == DEMO_SOURCE or metadata.get(DATA_METADATA_KEY) else None
+    if expected and prepared.manifest["dataset"]["fingerprint"] != expected:
+        raise ValueError(f"{folder} was prepared for another dataset ({prepared.manifest['dataset']['source']})")
+    return prepared
+
+
+def _retrieval_rows(dataset: datasets.DatasetDict, condition: Any, prepared: Any, metadata: dict[str, Any]) -> datasets.DatasetDict:
+    from lm_eval_radsafe.retrieval.evidence import build_evidence, model_facts
+
+    system = system_prompt()
+    facts = model_facts(metadata) if condition.retrieval == "budget" else None
+    rows = []
+    for row in dataset["test"]:
+        prompt_tokens = None
+        if facts is not None:
+            bare = user_prompt("closed_book", row["question"], row["options"])
+            prompt_tokens = facts.tokenizer.count(system + "\n\n" + bare) + 64  # + chat-template allowance
+        text, passages, details = build_evidence(condition, prepared, row["id"], prompt_tokens, metadata)
+        rows.append({**row, "evidence": text, "evidence_passages": passages, "evidence_details": json.dumps(details)})
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
 def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
     threshold = resolve_threshold(metadata)
-    loaded = load_items(source)
     task = _task_name(metadata)
+    condition = _condition_of(task)
+    if condition is not None and condition.uses_retrieval:
+        prepared = _prepared(source, metadata)
+        loaded = prepared.loaded
+        dataset = _retrieval_rows(to_dataset(loaded, threshold), condition, prepared, metadata)
+        if task:
+            LOADED[task] = {
+                "dataset_fingerprint": loaded.fingerprint,
+                "dataset_source": loaded.source,
+                "n_items": len(loaded),
+                THRESHOLD_KEY: threshold,
+                "prepared": str(prepared.folder),
+                "prepared_fingerprint": prepared.manifest["prepared_fingerprint"],
+                "retriever": prepared.manifest["retriever"],
+                "chunking": prepared.manifest["chunking"],
+            }
+        return dataset
+    loaded = load_items(source)
     logger.info("%s: %d items from %s (%s)", task or "radsafe", len(loaded), loaded.source, loaded.fingerprint)
     if task:
         LOADED[task] = {
@@ -104,6 +169,11 @@ def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Datase
     """
     cond = get_condition(condition)
     field = cond.evidence_field
+    if cond.uses_retrieval:
+        if "evidence" not in dataset.column_names:
+            raise ValueError(f"condition {condition!r} needs evidence built from a prepared folder (task loader)")
+        system = system_prompt()
+        return dataset.map(lambda row: {"condition": condition, "system_prompt": system})
     if field is not None:
         missing = [row["id"] for row in dataset if not (row[field] or "").strip()]
         if missing:
@@ -122,6 +192,13 @@ def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Datase
 closed_book = partial(with_condition, condition="closed_book")
 clean_evidence = partial(with_condition, condition="clean_evidence")
 conflict_evidence = partial(with_condition, condition="conflict_evidence")
+rag_top1 = partial(with_condition, condition="rag_top1")
+rag_top5 = partial(with_condition, condition="rag_top5")
+rag_top10 = partial(with_condition, condition="rag_top10")
+rag_padded_top1 = partial(with_condition, condition="rag_padded_top1")
+context_32k = partial(with_condition, condition="context_32k")
+context_100k = partial(with_condition, condition="context_100k")
+context_max = partial(with_condition, condition="context_max")
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:
@@ -141,7 +218,16 @@ def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]
     letter = results[0]
     if isinstance(letter, (list, tuple)):
         raise TypeError(f"expected one letter per item, got {letter!r}: end the filter pipeline with take_first")
-    return score_item(item_from_doc(doc), None if letter == NULL else letter)
+    return {**score_item(item_from_doc(doc), None if letter == NULL else letter), **_recall(doc)}
+
+
+def _recall(doc: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+    """``evidence_recall``: (a supporting passage is in the prompt, the item names any) for
+    retrieval conditions; nothing otherwise."""
+    if "evidence_passages" not in doc:
+        return {}
+    support = set(doc.get("supporting_passages") or [])
+    return {"evidence_recall": (float(bool(support & set(doc["evidence_passages"]))), bool(support))}
 
 
 def process_results_sc(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
@@ -149,7 +235,7 @@ def process_results_sc(doc: dict[str, Any], results: list[Any]) -> dict[str, obj
     letters = results[0]
     if isinstance(letters, str) or not isinstance(letters, (list, tuple)):
         raise TypeError(f"expected the list of sampled letters, got {letters!r}: do not end the pipeline with take_first")
-    return score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY]))
+    return {**score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY])), **_recall(doc)}
 
 
 def doc_to_choice(doc: dict[str, Any]) -> list[str]:
@@ -165,4 +251,4 @@ def doc_to_target_index(doc: dict[str, Any]) -> int:
 def process_results_ll(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
     """Log-likelihood regime: per-item values from one (log-likelihood, is-greedy) per letter."""
     loglikelihoods = [float(result[0]) for result in results]
-    return score_loglikelihoods(item_from_doc(doc), loglikelihoods, float(doc[THRESHOLD_KEY]))
+    return {**score_loglikelihoods(item_from_doc(doc), loglikelihoods, float(doc[THRESHOLD_KEY])), **_recall(doc)}

@@ -10,6 +10,9 @@ from lm_eval_radsafe.harness import (  # noqa: F401
     clean_evidence,
     closed_book,
     conflict_evidence,
+    context_32k,
+    context_100k,
+    context_max,
     doc_to_choice,
     doc_to_target_index,
     doc_to_text,
@@ -18,4 +21,8 @@ from lm_eval_radsafe.harness import (  # noqa: F401
     process_results,
     process_results_ll,
     process_results_sc,
+    rag_padded_top1,
+    rag_top1,
+    rag_top5,
+    rag_top10,
 )

@@ -1,0 +1,227 @@
+"""``radsafe prepare``: items + corpus + settings -> a prepared dataset folder.
+
+The folder holds ``manifest.json`` (dataset fingerprint, corpus hash, chunking, retriever,
+k, query mode, versions, created-at), ``items.jsonl`` (the canonical items),
+``retrieval.jsonl`` (per item: the query and its ranked chunk ids and scores) and
+``chunks.jsonl`` (the text of every retrieved chunk). The chunked corpus and its index
+are cached (``$RADSAFE_CACHE`` or ``~/.cache/lm-eval-radsafe``) under a key of corpus hash,
+chunking and retriever settings, so a second prepare over the same corpus skips them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lm_eval_radsafe.loaders import LoadedItems, load_items
+from lm_eval_radsafe.retrieval.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, chunk_passages
+from lm_eval_radsafe.retrieval.corpus import corpus_hash, read_corpus
+from lm_eval_radsafe.retrieval.retrievers import get_retriever, settings_json
+from lm_eval_radsafe.retrieval.tokenizers import get_tokenizer
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SCHEMA = "radsafe-prepared/1"
+DEFAULT_K = 600
+QUERY_MODES = ("stem", "stem+options")
+
+
+class PreparedError(ValueError):
+    """A prepared folder that is missing, incomplete or does not match its use."""
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that decides the prepared evidence."""
+
+    retriever: str = "bm25"
+    k: int = DEFAULT_K
+    chunk_size: int = DEFAULT_SIZE
+    chunk_overlap: int = DEFAULT_OVERLAP
+    chunk_tokenizer: str = "regex"
+    query: str = "stem"
+    dense_model: str | None = None
+
+
+def cache_root() -> Path:
+    """Where chunked corpora and indexes are cached."""
+    return Path(os.environ.get("RADSAFE_CACHE") or Path.home() / ".cache" / "lm-eval-radsafe")
+
+
+def make_query(item: Any, mode: str) -> str:
+    """The retrieval query of an item: its stem (the study's choice), optionally with options."""
+    if mode == "stem":
+        return item.question
+    if mode == "stem+options":
+        return item.question + "\n" + "\n".join(f"{o.letter}. {o.text}" for o in item.options)
+    raise ValueError(f"unknown query mode {mode!r}; use one of {', '.join(QUERY_MODES)}")
+
+
+def _retriever(settings: PrepareSettings) -> Any:
+    kwargs: dict[str, Any] = {}
+    if settings.retriever in ("dense", "hybrid") and settings.dense_model:
+        kwargs["model"] = settings.dense_model
+    return get_retriever(settings.retriever, **kwargs)
+
+
+def _index_key(corpus_id: str, settings: PrepareSettings, retriever: Any) -> str:
+    chunking = f"{settings.chunk_tokenizer}|{settings.chunk_size}|{settings.chunk_overlap}"
+    return hashlib.sha256(f"{corpus_id}|{chunking}|{settings_json(retriever)}".encode()).hexdigest()[:24]
+
+
+def prepare(dataset: str, corpus: str, out: str | Path, settings: PrepareSettings = PrepareSettings(), progress: bool = True) -> dict[str, Any]:
+    """Build the prepared folder ``out``; return its manifest."""
+    from tqdm.auto import tqdm
+
+    if settings.query not in QUERY_MODES:
+        raise ValueError(f"unknown query mode {settings.query!r}; use one of {', '.join(QUERY_MODES)}")
+    if settings.k < 10:
+        raise ValueError(f"k must be at least 10 (the top-10 condition), got {settings.k}")
+    started = time.monotonic()
+    loaded: LoadedItems = load_items(dataset)
+    passages = read_corpus(corpus)
+    corpus_id = corpus_hash(passages)
+    retriever = _retriever(settings)
+    key = _index_key(corpus_id, settings, retriever)
+    cache = cache_root() / "indexes" / key
+    chunks_file = cache / "chunks.jsonl"
+    cached = (cache / "done").is_file()
+    if cached:
+        logger.info("reusing the cached chunks and index %s", cache)
+        chunks = [Chunk(**json.loads(line)) for line in chunks_file.open(encoding="utf-8")]
+        retriever.load(cache, [c.id for c in chunks])
+    else:
+        tokenizer = get_tokenizer(settings.chunk_tokenizer)
+        chunks = chunk_passages(
+            tqdm(passages, desc="chunking", unit="passage", disable=not progress),
+            tokenizer,
+            settings.chunk_size,
+            settings.chunk_overlap,
+        )
+        logger.info("indexing %d chunks with %s", len(chunks), settings.retriever)
+        retriever.index([c.id for c in chunks], [c.text for c in chunks])
+        cache.mkdir(parents=True, exist_ok=True)
+        with chunks_file.open("w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+        retriever.save(cache)
+        (cache / "done").write_text("ok\n", encoding="utf-8")
+    index_seconds = time.monotonic() - started
+    by_id = {c.id: c for c in chunks}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    queries = [make_query(item, settings.query) for item in loaded.items]
+    batch = 32
+    with (out / "retrieval.jsonl").open("w", encoding="utf-8") as handle:
+        for start in tqdm(range(0, len(queries), batch), desc="retrieving", unit="batch", disable=not progress):
+            results = retriever.search(queries[start : start + batch], settings.k)
+            for item, query, hits in zip(loaded.items[start : start + batch], queries[start : start + batch], results):
+                used.update(h.chunk_id for h in hits)
+                record = {
+                    "id": item.id,
+                    "query": query,
+                    "hits": [{"chunk_id": h.chunk_id, "passage_id": by_id[h.chunk_id].passage_id, "score": h.score} for h in hits],
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with (out / "chunks.jsonl").open("w", encoding="utf-8") as handle:
+        for chunk in chunks:
+            if chunk.id in used:
+                handle.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+    with (out / "items.jsonl").open("w", encoding="utf-8") as handle:
+        for item in loaded.items:
+            handle.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+    manifest = {
+        "schema": SCHEMA,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"source": loaded.source, "fingerprint": loaded.fingerprint, "n_items": len(loaded)},
+        "corpus": {"source": str(corpus), "hash": corpus_id, "n_passages": len(passages), "n_chunks": len(chunks)},
+        "chunking": {"tokenizer": settings.chunk_tokenizer, "size": settings.chunk_size, "overlap": settings.chunk_overlap},
+        "retriever": retriever.settings(),
+        "k": settings.k,
+        "query": settings.query,
+        "index": {"key": key, "reused": cached, "seconds": round(index_seconds, 3)},
+        "versions": _versions(),
+    }
+    manifest["prepared_fingerprint"] = _prepared_fingerprint(out, manifest)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from lm_eval_radsafe import __version__
+
+    found = {"lm-eval-radsafe": __version__}
+    for name in ("lm_eval", "bm25s", "rank-bm25", "sentence-transformers", "faiss-cpu"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _prepared_fingerprint(folder: Path, manifest: dict[str, Any]) -> str:
+    digest = hashlib.sha256(SCHEMA.encode())
+    for name in ("items.jsonl", "retrieval.jsonl", "chunks.jsonl"):
+        digest.update((folder / name).read_bytes())
+    stable = {k: manifest[k] for k in ("dataset", "corpus", "chunking", "retriever", "k", "query")}
+    digest.update(json.dumps(stable, sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass
+class Prepared:
+    """A prepared folder, read back: manifest, items, ranked chunk texts per item."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    loaded: LoadedItems
+    ranked: dict[str, list[tuple[str, str]]]  # item id -> [(chunk id, passage id)] by rank
+    texts: dict[str, str]  # chunk id -> text
+
+    def chunk_texts(self, item_id: str, k: int | None = None) -> list[str]:
+        """Texts of an item's ranked chunks (the first ``k``)."""
+        ranked = self.ranked[item_id][: k or None]
+        return [self.texts[c] for c, _ in ranked]
+
+
+def load_prepared(folder: str | Path) -> Prepared:
+    """Read a prepared folder; a missing or inconsistent file is a :class:`PreparedError`."""
+    folder = Path(folder).expanduser()
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise PreparedError(f"{folder}: no {MANIFEST}; build it with `radsafe prepare --dataset ... --corpus ... --out {folder}`")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("schema") != SCHEMA:
+        raise PreparedError(f"{manifest_path}: field 'schema': expected {SCHEMA!r} (value: {manifest.get('schema')!r})")
+    loaded = load_items(folder / "items.jsonl")
+    if loaded.fingerprint != manifest["dataset"]["fingerprint"]:
+        raise PreparedError(f"{folder}: items.jsonl does not match the manifest's dataset fingerprint")
+    texts = {}
+    for number, line in enumerate((folder / "chunks.jsonl").open(encoding="utf-8"), start=1):
+        try:
+            record = json.loads(line)
+            texts[record["id"]] = record["text"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise PreparedError(f"{folder / 'chunks.jsonl'}, line {number}: bad chunk record ({exc})") from exc
+    ranked = {}
+    for number, line in enumerate((folder / "retrieval.jsonl").open(encoding="utf-8"), start=1):
+        try:
+            record = json.loads(line)
+            ranked[record["id"]] = [(h["chunk_id"], h["passage_id"]) for h in record["hits"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise PreparedError(f"{folder / 'retrieval.jsonl'}, line {number}: bad retrieval record ({exc})") from exc
+    missing = [item.id for item in loaded.items if item.id not in ranked]
+    if missing:
+        raise PreparedError(f"{folder}: no retrieval results for {', '.join(missing[:5])}")
+    return Prepared(folder=folder, manifest=manifest, loaded=loaded, ranked=ranked, texts=texts)
