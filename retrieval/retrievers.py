@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -34,13 +33,17 @@ def analyse_terms(text: str) -> list[str]:
     return [t for t in _WORD.findall(text.lower()) if t not in STOPWORDS]
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """One retrieved chunk: its index in the indexed list, id and score."""
 
     index: int
     chunk_id: str
     score: float
+
+
+def _hits(ids: Sequence[str], scores: np.ndarray, k: int) -> list[Hit]:
+    top = _top_k(scores, k)
+    return [Hit(i, ids[i], s) for i, s in zip(top.tolist(), scores[top].tolist())]
 
 
 class Retriever(Protocol):
@@ -121,7 +124,7 @@ class BM25S:
         for query in queries:
             terms = [t for t in analyse_terms(query) if t in self._model.vocab_dict]
             scores = self._model.get_scores(terms) if terms else np.zeros(len(self._ids))
-            results.append([Hit(int(i), self._ids[i], float(scores[i])) for i in _top_k(np.asarray(scores), k)])
+            results.append(_hits(self._ids, np.asarray(scores), k))
         return results
 
     def save(self, folder: Path) -> None:
@@ -164,8 +167,7 @@ class RankBM25:
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         out = []
         for query in queries:
-            scores = np.asarray(self._model.get_scores(analyse_terms(query)))
-            out.append([Hit(int(i), self._ids[i], float(scores[i])) for i in _top_k(scores, k)])
+            out.append(_hits(self._ids, np.asarray(self._model.get_scores(analyse_terms(query))), k))
         return out
 
     def save(self, folder: Path) -> None:
