@@ -109,3 +109,29 @@ def test_sc_and_ll_tasks_on_smollm2() -> None:
     ll = out["results"]["radsafe_demo_closed_book_ll"]
     assert all(f"{m.name},none" in ll for m in LL_METRICS)
     assert 0.0 < ll["ll_mean_confidence,none"] <= 1.0
+
+
+def test_rag_condition_on_smollm2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One retrieval condition end to end: prepare the demo corpus, evaluate top-5 RAG."""
+    import lm_eval
+
+    from lm_eval_radsafe.cli import task_manager
+    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, prepare
+
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    prepare("demo", "demo", tmp_path / "prepared", PrepareSettings(k=20), progress=False)
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(MODEL_DIR), "gguf_file": GGUF, "device": "cpu"},
+        tasks=["radsafe_demo_rag_top5"],
+        task_manager=task_manager(include_defaults=False, metadata={"prepared": str(tmp_path / "prepared")}),
+        limit=2,
+        batch_size=2,
+        apply_chat_template=True,
+        log_samples=True,
+    )
+    result = out["results"]["radsafe_demo_rag_top5"]
+    for name in (*METRIC_NAMES, "evidence_recall"):
+        assert 0.0 <= result[f"{name},strict"] <= 1.0
+    for sample in out["samples"]["radsafe_demo_rag_top5"]:
+        assert sample["doc"]["evidence"].count("\n\n---\n\n") == 4
