@@ -25,7 +25,36 @@ def task_manager(**kwargs: Any) -> Any:
     """A ``TaskManager`` that knows our tasks (``include_defaults=False`` is much faster)."""
     from lm_eval.tasks import TaskManager
 
+    skip_unfit_conditions()
     return TaskManager(include_path=str(tasks_dir()), **kwargs)
+
+
+def skip_unfit_conditions() -> None:
+    """When a tag (e.g. ``radsafe_demo_context``) expands to a long-context task that the
+    model's window cannot hold, leave that task out with a warning instead of failing the
+    run. A task named on its own still fails with the reason."""
+    from lm_eval.tasks import _factory
+
+    build_tag = _factory.TaskFactory._build_tag
+    if getattr(build_tag, "_radsafe", False):
+        return
+
+    def _build_tag(self: Any, entry: Any, overrides: Any, registry: Any) -> list[Any]:
+        from lm_eval_radsafe.retrieval.evidence import ConditionDoesNotFit
+
+        tasks = []
+        for name in sorted(entry.tags):
+            if name not in registry:
+                logger.warning("tag %r references unknown task %r, skipping", entry.name, name)
+                continue
+            try:
+                tasks.append(self._build_task(registry[name], overrides))
+            except ConditionDoesNotFit as exc:
+                logger.warning("skipping %s: %s", name, exc)
+        return tasks
+
+    _build_tag._radsafe = True  # type: ignore[attr-defined]
+    _factory.TaskFactory._build_tag = _build_tag  # type: ignore[method-assign]
 
 
 def provenance() -> dict[str, Any]:
@@ -46,6 +75,8 @@ def _install_hooks() -> None:
 
     import lm_eval_radsafe.filters  # noqa: F401  registers radsafe_strict_letter
     import lm_eval_radsafe.models  # noqa: F401  registers radsafe-local-(chat-)completions
+
+    skip_unfit_conditions()
 
     init = manager.TaskManager.__init__
     if not getattr(init, "_radsafe", False):

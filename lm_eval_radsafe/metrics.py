@@ -150,6 +150,16 @@ LL_METRICS: tuple[AggregatedMetric, ...] = (
 )
 
 
+#: reported by every retrieval condition, in every regime
+RECALL_METRIC = AggregatedMetric(
+    "evidence_recall",
+    "Evidence recall",
+    True,
+    "mean_where",
+    "a supporting passage is in the prompt (items that name supporting passages)",
+)
+
+
 def score_votes(item: Item, letters: list[str], threshold: float = OVERCONFIDENCE_THRESHOLD) -> dict[str, object]:
     """Per-item values of :data:`SC_METRICS` from K sampled letters (``"NULL"`` allowed).
 

@@ -47,6 +47,14 @@ class ScriptedLM(LM):
         return json.dumps(chat_history)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_radsafe_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep prepared demo evidence and indexes out of the user's cache."""
+    import os
+
+    os.environ["RADSAFE_CACHE"] = str(tmp_path_factory.mktemp("radsafe-cache"))
+
+
 @pytest.fixture
 def fixture_data(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the radsafe200 family at the small fixture dataset."""

@@ -211,7 +211,7 @@ def test_report_writes_every_output(run_dir: Path, cards_file: Path, tmp_path: P
         progress=False,
     )
     written = write_report(report, tmp_path / "report")
-    for name in ("summary.csv", "summary.json", "paired_tests.csv", "scaling.csv", "variance_decomposition.csv",
+    for name in ("summary.csv", "summary.json", "paired_tests.csv", "scaling.csv", "variance_decomposition.csv", "decoupling.csv",
                  "worst_cases.csv", "concentration.csv", "ensembles.csv", "report.html",
                  "figures/condition_deltas.png", "figures/reliability.svg", "figures/scaling.png",
                  "figures/accuracy_vs_high_risk.png"):

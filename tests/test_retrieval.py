@@ -23,11 +23,6 @@ from lm_eval_radsafe.retrieval.retrievers import get_retriever, reciprocal_rank_
 from lm_eval_radsafe.retrieval.tokenizers import RegexTokenizer
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path_factory.getbasetemp() / "radsafe-cache"))
-
-
 # --------------------------------------------------------------------------- corpus and chunking
 
 
@@ -205,11 +200,8 @@ def test_budgets_are_computed_and_refused_when_too_large() -> None:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RADSAFE_CACHE", str(tmp_path_factory.getbasetemp() / "radsafe-cache"))
     out = tmp_path_factory.mktemp("prepared")
     prepare("demo", "demo", out, PrepareSettings(k=50), progress=False)
-    mp.undo()
     return out
 
 
@@ -264,3 +256,16 @@ def test_prepare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     bad.write_text('{"id": "a"}\n', encoding="utf-8")
     assert main(["prepare", "--dataset", "demo", "--corpus", str(bad), "--out", str(tmp_path / "q")]) == 1
     assert "line 1: field 'text'" in capsys.readouterr().err
+
+
+def test_tag_skips_a_context_condition_the_window_cannot_hold(prepared: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lm_eval_radsafe.retrieval.retrievers import offline_minilm_path
+
+    metadata = {"prepared": str(prepared), "pretrained": offline_minilm_path(), "max_model_len": 40_000}
+    loaded = task_manager(include_defaults=False, metadata=metadata).load(["radsafe_demo_context"])
+    names = set(loaded["tasks"]) if isinstance(loaded, dict) and "tasks" in loaded else {str(t) for t in loaded}
+    assert any("context_32k" in n for n in names) and any("context_max" in n for n in names)
+    assert not any("context_100k" in n for n in names)
+    assert "skipping radsafe_demo_context_100k: context_100k needs 96,000 evidence tokens" in caplog.text
+    with pytest.raises(ConditionDoesNotFit):
+        task_manager(include_defaults=False, metadata=metadata).load(["radsafe_demo_context_100k"])

@@ -31,9 +31,25 @@ def test_every_yaml_is_indexed(fixture_data: Path) -> None:
     assert not missing, f"lm-eval skipped these YAMLs silently: {missing}"
 
 
+@pytest.fixture(scope="module")
+def prepared_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, prepare
+
+    out = tmp_path_factory.mktemp("prepared-fixture")
+    prepare(str(FIXTURE), "demo", out, PrepareSettings(k=20), progress=False)
+    return out
+
+
 @pytest.mark.parametrize("name", all_yaml_names())
-def test_every_yaml_builds(fixture_data: Path, name: str) -> None:
-    tm = task_manager(include_defaults=False)
+def test_every_yaml_builds(fixture_data: Path, prepared_fixture: Path, name: str) -> None:
+    from lm_eval_radsafe.retrieval.retrievers import offline_minilm_path
+
+    metadata: dict = {}
+    if "_rag_" in name or "_context_" in name:
+        metadata["prepared"] = str(prepared_fixture) if name.startswith("radsafe200") else None
+    if "_context_" in name:  # any local tokenizer works; the window is a stated fact
+        metadata.update(pretrained=offline_minilm_path(), max_model_len=131_072)
+    tm = task_manager(include_defaults=False, metadata={k: v for k, v in metadata.items() if v})
     built = tm.load([name])
     assert built, name
 
@@ -56,44 +72,54 @@ def test_regime_yamls_are_short_and_share_the_overlays() -> None:
 def test_overlay_metric_lists_match_the_metric_specs() -> None:
     import yaml
 
-    from lm_eval_radsafe.metrics import LL_METRICS, SC_METRICS
+    from lm_eval_radsafe.metrics import LL_METRICS, METRICS, RECALL_METRIC, SC_METRICS
 
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
-    for overlay, specs in (("_radsafe_sc_yaml", SC_METRICS), ("_radsafe_ll_yaml", LL_METRICS)):
+    greedy = [(m.name, m.higher_is_better, "mean") for m in METRICS]
+    recall = [(RECALL_METRIC.name, RECALL_METRIC.higher_is_better, RECALL_METRIC.aggregation)]
+    for overlay, specs in (
+        ("_radsafe_base_yaml", greedy),
+        ("_radsafe_sc_yaml", [(s.name, s.higher_is_better, s.aggregation) for s in SC_METRICS]),
+        ("_radsafe_ll_yaml", [(s.name, s.higher_is_better, s.aggregation) for s in LL_METRICS]),
+    ):
         config = yaml.load((tasks_dir() / overlay).read_text(), Loader=Loader)
         listed = [(m["metric"], m["higher_is_better"], m["aggregation"].removeprefix("utils.")) for m in config["metric_list"]]
-        assert listed == [(s.name, s.higher_is_better, s.aggregation) for s in specs]
+        assert listed == specs + recall, overlay
 
 
 # --------------------------------------------------------------------------- golden prompts
 
 
-def chat_messages(condition: str) -> list[list[dict]]:
+ITEM_CONDITIONS = sorted(c for c, cond in CONDITIONS.items() if not cond.uses_retrieval)
+GOLDEN_CONDITIONS = ITEM_CONDITIONS + ["rag_padded_top1", "rag_top1", "rag_top10", "rag_top5"]
+
+
+def chat_messages(condition: str, prepared: Path | None = None) -> list[list[dict]]:
     """Run the radsafe200 task of ``condition`` on the fixture and return the chat messages sent."""
     lm = ScriptedLM(lambda prompt: "A")
     lm_eval.simple_evaluate(
         model=lm,
         tasks=[f"radsafe200_{condition}"],
-        task_manager=task_manager(include_defaults=False),
+        task_manager=task_manager(include_defaults=False, metadata={"prepared": str(prepared)} if prepared else None),
         apply_chat_template=True,
         bootstrap_iters=0,
     )
     return [json.loads(p) for p in lm.prompts]
 
 
-@pytest.mark.parametrize("condition", sorted(CONDITIONS))
-def test_prompts_match_golden_files(fixture_data: Path, condition: str) -> None:
-    messages = chat_messages(condition)
+@pytest.mark.parametrize("condition", GOLDEN_CONDITIONS)
+def test_prompts_match_golden_files(fixture_data: Path, prepared_fixture: Path, condition: str) -> None:
+    messages = chat_messages(condition, prepared_fixture if CONDITIONS[condition].uses_retrieval else None)
     golden = GOLDEN / f"{condition}.json"
     if os.environ.get("RADSAFE_UPDATE_GOLDEN"):
         golden.write_text(json.dumps(messages, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     assert messages == json.loads(golden.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+@pytest.mark.parametrize("condition", ITEM_CONDITIONS)
 def test_lm_eval_sends_what_prompts_renders(fixture_data: Path, condition: str) -> None:
     items = load_items(FIXTURE).items
     sent = sorted(chat_messages(condition), key=lambda m: m[1]["content"])
@@ -193,7 +219,7 @@ def test_demo_family_runs_on_the_bundled_set() -> None:
         limit=5,
         bootstrap_iters=0,
     )
-    for condition in CONDITIONS:
+    for condition in ITEM_CONDITIONS:
         result = out["results"][f"radsafe_demo_{condition}"]
         assert all(f"{name},strict" in result for name in METRIC_NAMES)
 

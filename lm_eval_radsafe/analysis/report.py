@@ -16,7 +16,7 @@ from typing import Any
 
 from lm_eval_radsafe.analysis.questions import concentration, ensembles, worst_cases
 from lm_eval_radsafe.analysis.runs import read_runs
-from lm_eval_radsafe.analysis.scaling import load_model_cards, scaling_table, variance_decomposition
+from lm_eval_radsafe.analysis.scaling import decoupling, load_model_cards, scaling_table, variance_decomposition
 from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
 from lm_eval_radsafe.analysis.summary import SUMMARY_COLUMNS, Analysis, analyse, paired_tests, tie_groups
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
@@ -45,6 +45,7 @@ class Report:
     ensembles: list[dict[str, Any]] = field(default_factory=list)
     scaling: list[dict[str, Any]] = field(default_factory=list)
     variance: list[dict[str, Any]] = field(default_factory=list)
+    decoupling: list[dict[str, Any]] = field(default_factory=list)
     cards: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -97,6 +98,7 @@ def build_report(
             logger.warning("no model card for %s: left out of the scaling analysis", ", ".join(unknown))
         report.scaling = scaling_table(analysis.rows, report.cards)
         report.variance = variance_decomposition(analysis.rows, report.cards)
+        report.decoupling = decoupling(report.scaling)
     return report
 
 
@@ -153,6 +155,7 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         "ensembles.csv": report.ensembles,
         "scaling.csv": report.scaling,
         "variance_decomposition.csv": report.variance,
+        "decoupling.csv": report.decoupling,
     }
     for name, table in tables.items():
         if table:
@@ -221,6 +224,7 @@ def render_html(report: Report, figures: dict[str, str]) -> str:
         ensembles=report.ensembles,
         scaling=[s for s in report.scaling if s["metric"] in ("accuracy", "high_risk_error", "sc_accuracy", "dangerous_overconfidence")],
         variance=report.variance,
+        decoupling=report.decoupling,
         figures=figures,
         drill=sorted(drill.items()),
         items=report.items,

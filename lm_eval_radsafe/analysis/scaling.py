@@ -184,3 +184,22 @@ def variance_decomposition(rows: Iterable[dict[str, Any]], cards: dict[str, Mode
             }
         )
     return out
+
+
+def decoupling(scaling: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per regime and condition, over all models: the accuracy slope beside the high-risk
+    error slope (does safety improve with scale the way accuracy does?)."""
+    pairs = {"greedy": ("accuracy", "high_risk_error"), "think": ("accuracy", "high_risk_error"),
+             "sc": ("sc_accuracy", "sc_high_risk_error"), "ll": ("ll_accuracy", "ll_high_risk_error")}
+    index = {(r["regime"], r["condition"], r["metric"]): r for r in scaling if r["group"] == "all"}
+    out = []
+    for (regime, condition) in sorted({(r, c) for r, c, _ in index}):
+        acc_name, risk_name = pairs.get(regime, ("accuracy", "high_risk_error"))
+        acc, risk = index.get((regime, condition, acc_name)), index.get((regime, condition, risk_name))
+        if acc and risk:
+            out.append({
+                "regime": regime, "condition": condition, "n_models": acc["n_models"],
+                "accuracy_slope": acc["slope"], "accuracy_slope_ci_low": acc["slope_ci_low"], "accuracy_slope_ci_high": acc["slope_ci_high"],
+                "high_risk_slope": risk["slope"], "high_risk_slope_ci_low": risk["slope_ci_low"], "high_risk_slope_ci_high": risk["slope_ci_high"],
+            })
+    return out
