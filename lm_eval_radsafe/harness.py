@@ -124,23 +124,20 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
     threshold = resolve_threshold(metadata)
     task = _task_name(metadata)
     condition = _condition_of(task)
+    extra: dict[str, Any] = {}
     if condition is not None and condition.uses_retrieval:
         prepared = _prepared(source, metadata)
         loaded = prepared.loaded
         dataset = _retrieval_rows(to_dataset(loaded, threshold), condition, prepared, metadata)
-        if task:
-            LOADED[task] = {
-                "dataset_fingerprint": loaded.fingerprint,
-                "dataset_source": loaded.source,
-                "n_items": len(loaded),
-                THRESHOLD_KEY: threshold,
-                "prepared": str(prepared.folder),
-                "prepared_fingerprint": prepared.manifest["prepared_fingerprint"],
-                "retriever": prepared.manifest["retriever"],
-                "chunking": prepared.manifest["chunking"],
-            }
-        return dataset
-    loaded = load_items(source)
+        extra = {
+            "prepared": str(prepared.folder),
+            "prepared_fingerprint": prepared.manifest["prepared_fingerprint"],
+            "retriever": prepared.manifest["retriever"],
+            "chunking": prepared.manifest["chunking"],
+        }
+    else:
+        loaded = load_items(source)
+        dataset = to_dataset(loaded, threshold)
     logger.info("%s: %d items from %s (%s)", task or "radsafe", len(loaded), loaded.source, loaded.fingerprint)
     if task:
         LOADED[task] = {
@@ -148,8 +145,9 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
             "dataset_source": loaded.source,
             "n_items": len(loaded),
             THRESHOLD_KEY: threshold,
+            **extra,
         }
-    return to_dataset(loaded, threshold)
+    return dataset
 
 
 def load_radsafe200(**metadata: Any) -> datasets.DatasetDict:

@@ -40,6 +40,7 @@ from lm_eval_radsafe.items import (
     Option,
     fingerprint,
 )
+from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -154,17 +155,11 @@ def _read_file(path: Path) -> list[Row]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(str(path), [f"line {number}: not valid JSON ({exc.msg}, column {exc.colno})"]) from exc
-            if not isinstance(record, dict):
-                raise DatasetError(str(path), [f"line {number}: expected a JSON object, got {type(record).__name__}"])
+    try:
+        for number, record in read_jsonl(path):
             yield f"line {number}", record
+    except JsonlError as exc:
+        raise DatasetError(str(path), [f"line {exc.number}: {exc.reason}"]) from exc
 
 
 def _json_rows(path: Path) -> list[Row]:

@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
+from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
+
 DEMO_CORPUS = "demo"
 
 
@@ -57,17 +59,9 @@ def read_corpus(source: str | Path) -> list[Passage]:
 def _read_jsonl(path: Path) -> list[Passage]:
     passages: list[Passage] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    try:
+        for number, record in read_jsonl(path):
             where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
-            if not isinstance(record, dict):
-                raise CorpusError(f"{where}: expected a JSON object")
             for field in ("id", "text"):
                 value = record.get(field)
                 if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
@@ -80,6 +74,8 @@ def _read_jsonl(path: Path) -> list[Passage]:
                 raise CorpusError(f"{where}: field 'id': duplicate of line {seen[pid]} (value: {pid!r})")
             seen[pid] = number
             passages.append(Passage(pid, title.strip(), str(record["text"]).strip()))
+    except JsonlError as exc:
+        raise CorpusError(str(exc)) from exc
     return passages
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from lm_eval_radsafe.conditions import REGIMES, parse_task_name
 from lm_eval_radsafe.items import Item, ItemError
+from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
 from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
 
 logger = logging.getLogger(__name__)
@@ -99,17 +100,10 @@ def _timestamp(path: Path) -> str:
 
 
 def _samples_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RunError(f"{path}, line {number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise RunError(f"{path}, line {number}: expected a JSON object")
-            yield number, row
+    try:
+        yield from read_jsonl(path)
+    except JsonlError as exc:
+        raise RunError(str(exc)) from exc
 
 
 def _kept_answer(regime: str, filtered: Any, where: str) -> Any:
