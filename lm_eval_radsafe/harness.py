@@ -105,19 +105,47 @@ def _prepared(source: str, metadata: dict[str, Any]) -> Any:
 
 
 def _retrieval_rows(dataset: datasets.DatasetDict, condition: Any, prepared: Any, metadata: dict[str, Any]) -> datasets.DatasetDict:
-    from lm_eval_radsafe.retrieval.evidence import build_evidence, model_facts
+    from lm_eval_radsafe.retrieval.evidence import ANSWER_BUDGET, ConditionDoesNotFit, build_evidence, model_facts
 
     system = system_prompt()
-    facts = model_facts(metadata) if condition.retrieval == "budget" else None
-    rows = []
+    facts = model_facts(metadata) if condition.retrieval == "budget" else _facts_if_known(metadata)
+    rows, too_long = [], []
     for row in dataset["test"]:
         prompt_tokens = None
         if facts is not None:
             bare = user_prompt("closed_book", row["question"], row["options"])
-            prompt_tokens = facts.tokenizer.count(system + "\n\n" + bare) + 64  # + chat-template allowance
+            prompt_tokens = facts.tokenizer.count(system + "\n\n" + bare) + CHAT_TEMPLATE_ALLOWANCE
         text, passages, details = build_evidence(condition, prepared, row["id"], prompt_tokens, metadata)
+        if facts is not None and condition.retrieval != "budget":
+            needed = prompt_tokens + facts.tokenizer.count(text) + int(metadata.get("answer_budget", ANSWER_BUDGET))
+            if needed > facts.window:
+                too_long.append(f"{row['id']} ({needed} > {facts.window})")
         rows.append({**row, "evidence": text, "evidence_passages": passages, "evidence_details": json.dumps(details)})
+    if too_long:
+        raise ConditionDoesNotFit(
+            f"{condition.name}: prompt + answer budget exceed the model's window for {len(too_long)} item(s), "
+            f"e.g. {', '.join(too_long[:3])}; the backend would cut them from the left. Use a smaller k or a "
+            "model with a longer window (answer budget: --metadata '{\"answer_budget\": N}')"
+        )
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+#: tokens added by a chat template around the messages, counted into every prompt
+CHAT_TEMPLATE_ALLOWANCE = 64
+
+
+def _facts_if_known(metadata: dict[str, Any]) -> Any:
+    """The evaluated model's tokenizer and window when the run names a loadable model, else
+    None (the length guard is then off, with a warning)."""
+    from lm_eval_radsafe.retrieval.evidence import ConditionDoesNotFit, model_facts
+
+    try:
+        return model_facts(metadata)
+    except ConditionDoesNotFit as exc:
+        logger.warning("length guard off: %s", exc)
+    except (OSError, ValueError) as exc:  # a hub name offline, an API model name, 'dummy'
+        logger.warning("length guard off: cannot load the evaluated model's tokenizer (%s)", exc)
+    return None
 
 
 def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:

@@ -269,3 +269,13 @@ def test_tag_skips_a_context_condition_the_window_cannot_hold(prepared: Path, ca
     assert "skipping radsafe_demo_context_100k: context_100k needs 96,000 evidence tokens" in caplog.text
     with pytest.raises(ConditionDoesNotFit):
         task_manager(include_defaults=False, metadata=metadata).load(["radsafe_demo_context_100k"])
+
+
+def test_length_guard_refuses_prompts_the_window_cannot_hold(prepared: Path) -> None:
+    from lm_eval_radsafe.retrieval.retrievers import offline_minilm_path
+
+    small = {"prepared": str(prepared), "pretrained": offline_minilm_path(), "max_model_len": 4500}
+    with pytest.raises(ConditionDoesNotFit, match=r"rag_top10: prompt \+ answer budget exceed the model's window"):
+        task_manager(include_defaults=False, metadata=small).load(["radsafe_demo_rag_top10"])
+    roomy = {**small, "max_model_len": 32_000}
+    assert task_manager(include_defaults=False, metadata=roomy).load(["radsafe_demo_rag_top10"])
