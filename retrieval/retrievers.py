@@ -90,10 +90,17 @@ def get_retriever(name: str, **kwargs: Any) -> Retriever:
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first; ties by lower index."""
-    k = min(k, scores.shape[0])
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
-    return part[np.lexsort((part, -scores[part]))]
+    """Indices of the k highest scores, best first; ties go to the lower index (O(n))."""
+    n = scores.shape[0]
+    k = min(k, n)
+    if k == n:
+        return np.lexsort((np.arange(n), -scores))
+    negative = -scores
+    cut = np.partition(negative, k - 1)[k - 1]
+    above = np.flatnonzero(negative < cut)
+    ties = np.flatnonzero(negative == cut)[: k - above.size]
+    chosen = np.concatenate([above, ties])
+    return chosen[np.lexsort((chosen, negative[chosen]))]
 
 
 @register_retriever("bm25")
@@ -115,9 +122,14 @@ class BM25S:
         import bm25s
 
         self._ids = list(ids)
-        corpus_tokens = [analyse_terms(t) for t in texts]
+        # Map terms to ids while analysing and keep each document as an int32 array: a
+        # list of term strings per document would cost tens of bytes per token.
+        vocab: dict[str, int] = {}
+        corpus_ids = [
+            np.fromiter((vocab.setdefault(t, len(vocab)) for t in analyse_terms(text)), dtype=np.int32) for text in texts
+        ]
         self._model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        self._model.index(corpus_tokens, show_progress=False)
+        self._model.index((corpus_ids, vocab), show_progress=False)
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         results = []
