@@ -93,7 +93,11 @@ def _prepared(source: str, metadata: dict[str, Any]) -> Any:
                 "retrieval conditions read evidence from a prepared folder: run `radsafe prepare --dataset ... "
                 "--corpus ... --out DIR`, then pass --metadata '{\"prepared\": \"DIR\"}' or set RADSAFE_PREPARED"
             )
-        folder = cache_root() / "prepared" / "demo-bm25"
+        from lm_eval_radsafe.retrieval.corpus import corpus_hash, read_corpus
+
+        # keyed by the bundled items and corpus, so a new release never reads stale evidence
+        key = load_items(DEMO_SOURCE).fingerprint[7:19] + "-" + corpus_hash(read_corpus("demo"))[7:19]
+        folder = cache_root() / "prepared" / f"demo-bm25-{key}"
         if not (Path(folder) / "manifest.json").is_file():
             logger.info("preparing the demo corpus evidence in %s", folder)
             prepare(DEMO_SOURCE, "demo", folder, PrepareSettings(), progress=False)
