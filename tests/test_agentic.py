@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
 from typing import Callable, Iterator
 
 import pytest
 
+from conftest import JsonServer
 from lm_eval_radsafe.items import Item, Option
 from lm_eval_radsafe.retrieval.agentic import AgenticBuilder, AgentSettings, OpenAIChatClient
 from lm_eval_radsafe.retrieval.retrievers import get_retriever
@@ -29,36 +29,15 @@ ITEM = Item(
 )
 
 
-class ScriptedChat:
-    """A fake chat server: ``respond(messages) -> text``; every request is recorded."""
+def chat_reply(respond: Callable[[list[dict]], str]) -> Callable[[str, dict], dict]:
+    """A chat-completions reply with fixed token usage around ``respond(messages)``."""
 
-    def __init__(self, respond: Callable[[list[dict]], str]) -> None:
-        self.requests: list[dict] = []
-        outer = self
+    def reply(path: str, body: dict) -> dict:
+        text = respond(body["messages"])
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
-                text = respond(body["messages"])
-                data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-                                   "usage": {"prompt_tokens": 11, "completion_tokens": 7}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return reply
 
 
 def good_agent(messages: list[dict]) -> str:
@@ -73,20 +52,18 @@ def good_agent(messages: list[dict]) -> str:
 
 @pytest.fixture
 def builder_for() -> Iterator[Callable]:
-    servers = []
+    stack = ExitStack()
 
-    def make(respond: Callable[[list[dict]], str], **settings: int) -> tuple[AgenticBuilder, ScriptedChat]:
-        server = ScriptedChat(respond)
-        servers.append(server)
+    def make(respond: Callable[[list[dict]], str], **settings: int) -> tuple[AgenticBuilder, JsonServer]:
+        server = stack.enter_context(JsonServer(chat_reply(respond)))
         retriever = get_retriever("bm25")
         retriever.index(list(PASSAGES), list(PASSAGES.values()))
         client = OpenAIChatClient(base_url=server.url, model="fake-agent", api_key="secret-key")
         builder = AgenticBuilder(client, retriever.search, PASSAGES.__getitem__, lambda c: c, AgentSettings(**settings))
         return builder, server
 
-    yield make
-    for server in servers:
-        server.close()
+    with stack:
+        yield make
 
 
 def test_one_plan_call_and_one_read_call_per_option(builder_for) -> None:

@@ -3,66 +3,33 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 import lm_eval
 import pytest
 
 import lm_eval_radsafe.models  # noqa: F401  registers the backends
-from conftest import FIXTURE
+from conftest import FIXTURE, JsonServer
 from lm_eval_radsafe.cli import task_manager
 from lm_eval_radsafe.loaders import load_items
 
 LETTERS = "ABCDE"
 
 
-class FakeServer:
-    """Records every request; answers with a letter that depends on the request's seed."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append({"path": self.path, **body})
-                letter = LETTERS[int(body.get("seed", 0)) % 3]
-                if self.path.endswith("/chat/completions"):
-                    choice = {"index": 0, "message": {"role": "assistant", "content": letter}, "finish_reason": "stop"}
-                else:
-                    choice = {"index": 0, "text": f" {letter}", "finish_reason": "stop"}
-                data = json.dumps({"id": "x", "object": "completion", "choices": [choice]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def seeded_letter(path: str, body: dict) -> dict:
+    """Answer with a letter that depends on the request's seed."""
+    letter = LETTERS[int(body.get("seed", 0)) % 3]
+    if path.endswith("/chat/completions"):
+        choice = {"index": 0, "message": {"role": "assistant", "content": letter}, "finish_reason": "stop"}
+    else:
+        choice = {"index": 0, "text": f" {letter}", "finish_reason": "stop"}
+    return {"id": "x", "object": "completion", "choices": [choice]}
 
 
 @pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
+def server() -> Iterator[JsonServer]:
+    with JsonServer(seeded_letter) as fake:
         yield fake
 
 
@@ -74,7 +41,7 @@ def seeds_by_prompt(requests: list[dict], key: str) -> dict[str, list[int]]:
 
 
 @pytest.mark.parametrize("concurrent", [1, 4])
-def test_chat_backend_gives_every_repeat_its_own_seed(fixture_data, server: FakeServer, concurrent: int) -> None:
+def test_chat_backend_gives_every_repeat_its_own_seed(fixture_data, server: JsonServer, concurrent: int) -> None:
     out = lm_eval.simple_evaluate(
         model="radsafe-local-chat-completions",
         model_args=f"model=fake,base_url=http://127.0.0.1:{server.port}/v1/chat/completions,num_concurrent={concurrent}",
@@ -94,7 +61,7 @@ def test_chat_backend_gives_every_repeat_its_own_seed(fixture_data, server: Fake
         assert len(set(sample["filtered_resps"][0])) > 1  # distinct samples, not 20 copies
 
 
-def test_completions_backend_gives_every_repeat_its_own_seed(fixture_data, server: FakeServer) -> None:
+def test_completions_backend_gives_every_repeat_its_own_seed(fixture_data, server: JsonServer) -> None:
     lm_eval.simple_evaluate(
         model="radsafe-local-completions",
         model_args=f"model=fake,base_url=http://127.0.0.1:{server.port}/v1/completions,tokenizer_backend=None,seed=7",
@@ -109,7 +76,7 @@ def test_completions_backend_gives_every_repeat_its_own_seed(fixture_data, serve
         assert sorted(seeds) == list(range(7, 27))
 
 
-def test_stock_backend_repeats_one_seed(fixture_data, server: FakeServer) -> None:
+def test_stock_backend_repeats_one_seed(fixture_data, server: JsonServer) -> None:
     """The problem the wrapper solves: lm-eval's own backend sends one seed 20 times."""
     lm_eval.simple_evaluate(
         model="local-chat-completions",
@@ -124,7 +91,7 @@ def test_stock_backend_repeats_one_seed(fixture_data, server: FakeServer) -> Non
     assert len(server.requests) == 20
 
 
-def test_batched_requests_are_refused(server: FakeServer) -> None:
+def test_batched_requests_are_refused(server: JsonServer) -> None:
     from lm_eval.api.registry import get_model
 
     with pytest.raises(ValueError, match="batch_size must be 1"):

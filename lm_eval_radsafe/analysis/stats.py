@@ -137,11 +137,9 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 def paired_bootstrap_p(difference: np.ndarray) -> float:
-    """Two-sided p of a paired bootstrap: 2 * min(P(d <= 0), P(d >= 0)), capped at 1."""
-    d = difference[~np.isnan(difference)]
-    if d.size == 0:
-        return math.nan
-    return float(min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    """Two-sided p of a paired bootstrap: 2 * min(P(d <= 0), P(d >= 0)), capped at 1
+    (NaN replicates ignored; NaN when there are none)."""
+    return float(paired_bootstrap_p_columns(np.asarray(difference, dtype=float)[:, None])[0])
 
 
 def holm(p_values: list[float]) -> list[float]:
