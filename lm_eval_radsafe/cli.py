@@ -213,8 +213,28 @@ def run_prepare(args: argparse.Namespace) -> int:
     """``radsafe prepare``: build a prepared folder and print its manifest summary."""
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
     from lm_eval_radsafe.retrieval.corpus import CorpusError
-    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, prepare
+    from lm_eval_radsafe.retrieval.prepare import AgentRun, PrepareSettings, prepare
 
+    agent = None
+    if args.agentic:
+        from lm_eval_radsafe.retrieval.agentic import AgentSettings, make_client
+
+        if not args.agent_model:
+            print("error: --agentic needs --agent-model (smollm2, hf:<folder or hub id> or openai:<served name>)", file=sys.stderr)
+            return 2
+        bounds = AgentSettings(
+            max_calls=args.agent_max_calls,
+            max_tokens=args.agent_max_tokens,
+            max_passages=args.agent_max_passages,
+            hits_per_query=args.agent_hits_per_query,
+            max_refinements=args.agent_max_refinements,
+        )
+        try:
+            client = make_client(args.agent_model, args.agent_base_url, args.agent_gguf_file)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        agent = AgentRun(client, bounds, restart=args.agentic_restart)
     settings = PrepareSettings(
         retriever=args.retriever,
         k=args.k,
@@ -225,7 +245,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         dense_model=args.dense_model,
     )
     try:
-        manifest = prepare(args.dataset, args.corpus, args.out, settings)
+        manifest = prepare(args.dataset, args.corpus, args.out, settings, agent=agent)
     except (DatasetError, HubAccessError, CorpusError, FileNotFoundError, KeyError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -234,6 +254,14 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{manifest['dataset']['n_items']} items, {corpus['n_passages']} passages -> {corpus['n_chunks']} chunks; "
         f"{manifest['retriever']['name']} top-{manifest['k']}; index {'reused from cache' if index['reused'] else 'built'}"
     )
+    if agent is not None:
+        done = manifest["agentic"]
+        n = max(done["n_items"], 1)
+        print(
+            f"agentic reports: {done['n_items']} ({done['built']} built, {done['kept']} kept) by {done['agent']['model']}; "
+            f"{done['fallback_plans']} fell back to question+options; per item {done['calls'] / n:.1f} calls, "
+            f"{(done['prompt_tokens'] + done['completion_tokens']) / n:,.0f} tokens, {done['seconds'] / n:.1f} s"
+        )
     print(f"prepared: {args.out} ({manifest['prepared_fingerprint']})")
     print(f"use: --metadata '{{\"prepared\": \"{args.out}\"}}' or RADSAFE_PREPARED={args.out}")
     return 0
@@ -276,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-mixed-datasets", action="store_true", help="analyse runs with different dataset fingerprints together"
     )
     report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
-    prep = sub.add_parser("prepare", help="retrieve evidence for the retrieval conditions into a prepared folder")
+    prep = sub.add_parser("prepare", help="retrieve evidence (and, with --agentic, agent reports) for the retrieval conditions into a prepared folder")
     prep.add_argument("--dataset", required=True, help="'demo', a dataset file or folder, or a hub id")
     prep.add_argument("--corpus", required=True, help="'demo', a .jsonl corpus (id, title, text) or a folder of .txt/.md")
     prep.add_argument("--out", required=True, help="the prepared folder to write")
@@ -291,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--query", default="stem", choices=["stem", "stem+options"], help="retrieval query (default: %(default)s)")
     prep.add_argument("--dense-model", help="sentence-transformers model for dense/hybrid (default: BAAI/bge-large-en-v1.5)")
+    agentic = prep.add_argument_group("agentic RAG (condition agentic_rag)")
+    agentic.add_argument("--agentic", action="store_true", help="also build the agent's evidence reports (resumes an interrupted run)")
+    agentic.add_argument(
+        "--agent-model",
+        help="the agent's LLM: smollm2 (bundled, offline), hf:<folder or hub id>, or openai:<served name> (with --agent-base-url)",
+    )
+    agentic.add_argument("--agent-base-url", help="OpenAI-compatible endpoint ending in /v1 (or $RADSAFE_AGENT_BASE_URL); key: $OPENAI_API_KEY")
+    agentic.add_argument("--agent-gguf-file", help="GGUF file inside the hf: folder")
+    agentic.add_argument("--agent-max-calls", type=int, default=12, help="LLM calls per item (default: %(default)s)")
+    agentic.add_argument("--agent-max-tokens", type=int, default=256, help="reply tokens per call (default: %(default)s)")
+    agentic.add_argument("--agent-max-passages", type=int, default=20, help="distinct passages per item (default: %(default)s)")
+    agentic.add_argument("--agent-hits-per-query", type=int, default=3, help="passages per search (default: %(default)s)")
+    agentic.add_argument("--agent-max-refinements", type=int, default=1, help="refined search rounds per option (default: %(default)s)")
+    agentic.add_argument("--agentic-restart", action="store_true", help="discard existing reports and build them all again")
     submission = sub.add_parser("validate-submission", help="check that a leaderboard.json recomputes from its samples")
     submission.add_argument("file", help="leaderboard.json")
     submission.add_argument("--data", default="demo", help="the dataset it was run on (default: %(default)s)")

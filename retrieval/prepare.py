@@ -3,7 +3,9 @@
 The folder holds ``manifest.json`` (dataset fingerprint, corpus hash, chunking, retriever,
 k, query mode, versions, created-at), ``items.jsonl`` (the canonical items),
 ``retrieval.jsonl`` (per item: the query and its ranked chunk ids and scores) and
-``chunks.jsonl`` (the text of every retrieved chunk). The chunked corpus and its index
+``chunks.jsonl`` (the text of every retrieved chunk); with an agent, also
+``agentic.jsonl`` (per item: the agent's report, the passages it used, its full trace and
+cost; see :mod:`lm_eval_radsafe.retrieval.agentic`). The chunked corpus and its index
 are cached (``$RADSAFE_CACHE`` or ``~/.cache/lm-eval-radsafe``) under a key of corpus hash,
 chunking and retriever settings, so a second prepare over the same corpus skips them.
 """
@@ -77,8 +79,27 @@ def _index_key(corpus_id: str, settings: PrepareSettings, retriever: Any) -> str
     return hashlib.sha256(f"{corpus_id}|{chunking}|{settings_json(retriever)}".encode()).hexdigest()[:24]
 
 
-def prepare(dataset: str, corpus: str, out: str | Path, settings: PrepareSettings = PrepareSettings(), progress: bool = True) -> dict[str, Any]:
-    """Build the prepared folder ``out``; return its manifest."""
+@dataclass
+class AgentRun:
+    """The agentic step of a prepare: the agent's LLM, its bounds, and whether to start over."""
+
+    client: Any  # a ChatClient
+    settings: Any = None  # AgentSettings; None = defaults
+    restart: bool = False
+
+
+def prepare(
+    dataset: str,
+    corpus: str,
+    out: str | Path,
+    settings: PrepareSettings = PrepareSettings(),
+    progress: bool = True,
+    agent: AgentRun | None = None,
+) -> dict[str, Any]:
+    """Build the prepared folder ``out``; return its manifest.
+
+    With ``agent``, also build (or resume) the agentic reports against the same index.
+    """
     from tqdm.auto import tqdm
 
     if settings.query not in QUERY_MODES:
@@ -152,8 +173,30 @@ def prepare(dataset: str, corpus: str, out: str | Path, settings: PrepareSetting
         "versions": _versions(),
     }
     manifest["prepared_fingerprint"] = _prepared_fingerprint(out, manifest)
+    previous = _old_manifest(out)
+    if agent is None and previous.get("prepared_fingerprint") == manifest["prepared_fingerprint"] and "agentic" in previous:
+        manifest["agentic"] = previous["agentic"]  # same evidence: the reports built on it still hold
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if agent is not None:
+        from lm_eval_radsafe.retrieval.agentic import AgenticBuilder, AgentSettings, build_reports
+
+        builder = AgenticBuilder(
+            agent.client,
+            retriever.search,
+            lambda chunk_id: by_id[chunk_id].text,
+            lambda chunk_id: by_id[chunk_id].passage_id,
+            agent.settings or AgentSettings(),
+        )
+        manifest["agentic"] = build_reports(out, loaded.items, builder, manifest["prepared_fingerprint"], agent.restart, progress)
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _old_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _versions() -> dict[str, str]:
