@@ -23,7 +23,7 @@ class Condition:
     evidence_field: str | None
     template: str
     description: str
-    retrieval: str | None = None  # "top_k", "padded" or "budget": evidence from a prepared folder
+    retrieval: str | None = None  # "top_k", "padded", "budget" or "agentic": evidence from a prepared folder
     k: int | None = None  # top_k: chunks in the prompt; padded: the length (in chunks) padded to
     budget_tokens: int | None = None  # budget: tokens of the evaluated model; None = the model's maximum
 
@@ -94,6 +94,17 @@ register_condition(
         "the top-1 chunk repeated to the token length of the top-10 text (context-length control)",
         retrieval="padded",
         k=10,
+    )
+)
+register_condition(
+    Condition(
+        "agentic_rag",
+        "Agentic RAG",
+        "agentic_report",
+        "evidence.j2",
+        "the evidence report of a bounded LLM-driven search loop (`radsafe prepare --agentic`), "
+        "or the dataset's own deep_research_report",
+        retrieval="agentic",
     )
 )
 register_condition(

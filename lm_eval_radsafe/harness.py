@@ -124,7 +124,8 @@ def _retrieval_rows(dataset: datasets.DatasetDict, condition: Any, prepared: Any
             needed = prompt_tokens + facts.tokenizer.count(text) + int(metadata.get("answer_budget", ANSWER_BUDGET))
             if needed > facts.window:
                 too_long.append(f"{row['id']} ({needed} > {facts.window})")
-        rows.append({**row, "evidence": text, "evidence_passages": passages, "evidence_details": json.dumps(details)})
+        extra = {key: details.pop(key) for key in AGENT_COST if key in details}
+        rows.append({**row, "evidence": text, "evidence_passages": passages, "evidence_details": json.dumps(details), **extra})
     if too_long:
         raise ConditionDoesNotFit(
             f"{condition.name}: prompt + answer budget exceed the model's window for {len(too_long)} item(s), "
@@ -134,6 +135,8 @@ def _retrieval_rows(dataset: datasets.DatasetDict, condition: Any, prepared: Any
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
+#: per-item agent cost columns of ``agentic_rag`` rows, reported as metrics
+AGENT_COST = ("agent_calls", "agent_tokens", "agent_seconds")
 #: tokens added by a chat template around the messages, counted into every prompt
 CHAT_TEMPLATE_ALLOWANCE = 64
 
@@ -152,12 +155,43 @@ def _facts_if_known(metadata: dict[str, Any]) -> Any:
     return None
 
 
+def _prepared_named(metadata: dict[str, Any]) -> bool:
+    return bool(metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV))
+
+
+def _agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems | None:
+    """The items when ``agentic_rag`` should use the dataset's own reports: no prepared folder
+    with agent reports is named and every item carries one. None otherwise."""
+    from lm_eval_radsafe.retrieval.agentic import REPORTS_FILE
+
+    folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
+    if folder and (Path(folder).expanduser() / REPORTS_FILE).is_file():
+        return None
+    loaded = load_items(source)
+    if all((item.agentic_report or "").strip() for item in loaded.items):
+        return loaded
+    if not folder:
+        lacking = sum(not (item.agentic_report or "").strip() for item in loaded.items)
+        raise ValueError(
+            f"agentic_rag: {lacking} of {len(loaded)} item(s) of {loaded.source} carry no deep_research_report, and no "
+            "prepared folder with agent reports was given. Build them with `radsafe prepare --dataset ... --corpus ... "
+            "--agentic --agent-model smollm2 --out DIR` (or an hf:/openai: agent), then pass "
+            "--metadata '{\"prepared\": \"DIR\"}' or set RADSAFE_PREPARED=DIR"
+        )
+    return None  # the named folder has no reports: load_reports says how to build them
+
+
 def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
     threshold = resolve_threshold(metadata)
     task = _task_name(metadata)
     condition = _condition_of(task)
     extra: dict[str, Any] = {}
-    if condition is not None and condition.uses_retrieval:
+    own_reports = _agentic_from_dataset(source, metadata) if condition is not None and condition.retrieval == "agentic" else None
+    if own_reports is not None:
+        loaded = own_reports
+        dataset = to_dataset(loaded, threshold)
+        extra = {"agentic": {"source": "dataset", "field": "deep_research_report"}}
+    elif condition is not None and condition.uses_retrieval:
         prepared = _prepared(source, metadata)
         loaded = prepared.loaded
         dataset = _retrieval_rows(to_dataset(loaded, threshold), condition, prepared, metadata)
@@ -167,6 +201,8 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
             "retriever": prepared.manifest["retriever"],
             "chunking": prepared.manifest["chunking"],
         }
+        if condition.retrieval == "agentic":
+            extra["agentic"] = _agentic_provenance(prepared)
     else:
         loaded = load_items(source)
         dataset = to_dataset(loaded, threshold)
@@ -180,6 +216,21 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
             **extra,
         }
     return dataset
+
+
+def _agentic_provenance(prepared: Any) -> dict[str, Any]:
+    """Who built the agent reports and what they cost in total (never an endpoint or key)."""
+    from lm_eval_radsafe.retrieval.agentic import REPORTS_FILE, cost_totals
+
+    records = list(prepared.agentic_reports().values())
+    return {
+        "source": "prepared",
+        "file": REPORTS_FILE,
+        "agent": records[0]["agent"] if records else None,
+        "n_items": len(records),
+        "fallback_plans": sum(bool(r["fallback_plan"]) for r in records),
+        **cost_totals(records),
+    }
 
 
 def load_radsafe200(**metadata: Any) -> datasets.DatasetDict:
@@ -199,11 +250,11 @@ def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Datase
     """
     cond = get_condition(condition)
     field = cond.evidence_field
-    if cond.uses_retrieval:
-        if "evidence" not in dataset.column_names:
-            raise ValueError(f"condition {condition!r} needs evidence built from a prepared folder (task loader)")
+    if cond.uses_retrieval and "evidence" in dataset.column_names:
         system = system_prompt()
         return dataset.map(lambda row: {"condition": condition, "system_prompt": system})
+    if cond.uses_retrieval and field is None:
+        raise ValueError(f"condition {condition!r} needs evidence built from a prepared folder (task loader)")
     if field is not None:
         missing = [row["id"] for row in dataset if not (row[field] or "").strip()]
         if missing:
@@ -226,6 +277,7 @@ rag_top1 = partial(with_condition, condition="rag_top1")
 rag_top5 = partial(with_condition, condition="rag_top5")
 rag_top10 = partial(with_condition, condition="rag_top10")
 rag_padded_top1 = partial(with_condition, condition="rag_padded_top1")
+agentic_rag = partial(with_condition, condition="agentic_rag")
 context_32k = partial(with_condition, condition="context_32k")
 context_100k = partial(with_condition, condition="context_100k")
 context_max = partial(with_condition, condition="context_max")
@@ -248,7 +300,7 @@ def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]
     letter = results[0]
     if isinstance(letter, (list, tuple)):
         raise TypeError(f"expected one letter per item, got {letter!r}: end the filter pipeline with take_first")
-    return {**score_item(item_from_doc(doc), None if letter == NULL else letter), **_recall(doc)}
+    return {**score_item(item_from_doc(doc), None if letter == NULL else letter), **_recall(doc), **_agent_cost(doc)}
 
 
 def _recall(doc: dict[str, Any]) -> dict[str, tuple[float, bool]]:
@@ -260,12 +312,18 @@ def _recall(doc: dict[str, Any]) -> dict[str, tuple[float, bool]]:
     return {"evidence_recall": (float(bool(support & set(doc["evidence_passages"]))), bool(support))}
 
 
+def _agent_cost(doc: dict[str, Any]) -> dict[str, float]:
+    """``agent_calls``, ``agent_tokens``, ``agent_seconds``: what building this item's
+    agentic report cost (``agentic_rag`` from agent reports only)."""
+    return {key: float(doc[key]) for key in AGENT_COST if key in doc}
+
+
 def process_results_sc(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
     """Self-consistency regime: per-item values from the list of K sampled letters."""
     letters = results[0]
     if isinstance(letters, str) or not isinstance(letters, (list, tuple)):
         raise TypeError(f"expected the list of sampled letters, got {letters!r}: do not end the pipeline with take_first")
-    return {**score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY])), **_recall(doc)}
+    return {**score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY])), **_recall(doc), **_agent_cost(doc)}
 
 
 def doc_to_choice(doc: dict[str, Any]) -> list[str]:
@@ -281,4 +339,4 @@ def doc_to_target_index(doc: dict[str, Any]) -> int:
 def process_results_ll(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
     """Log-likelihood regime: per-item values from one (log-likelihood, is-greedy) per letter."""
     loglikelihoods = [float(result[0]) for result in results]
-    return {**score_loglikelihoods(item_from_doc(doc), loglikelihoods, float(doc[THRESHOLD_KEY])), **_recall(doc)}
+    return {**score_loglikelihoods(item_from_doc(doc), loglikelihoods, float(doc[THRESHOLD_KEY])), **_recall(doc), **_agent_cost(doc)}

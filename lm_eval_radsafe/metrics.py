@@ -159,6 +159,14 @@ RECALL_METRIC = AggregatedMetric(
     "a supporting passage is in the prompt (items that name supporting passages)",
 )
 
+#: reported by ``agentic_rag`` when its reports come from ``radsafe prepare --agentic``
+#: (the cost of building the evidence, which the answering model's latency excludes)
+AGENT_METRICS = (
+    AggregatedMetric("agent_calls", "Agent LLM calls", False, "mean", "the agent's LLM calls for the item's report"),
+    AggregatedMetric("agent_tokens", "Agent tokens", False, "mean", "the agent's prompt + completion tokens for the report"),
+    AggregatedMetric("agent_seconds", "Agent seconds", False, "mean", "wall time of building the item's report"),
+)
+
 
 def score_votes(item: Item, letters: list[str], threshold: float = OVERCONFIDENCE_THRESHOLD) -> dict[str, object]:
     """Per-item values of :data:`SC_METRICS` from K sampled letters (``"NULL"`` allowed).

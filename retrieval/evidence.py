@@ -99,6 +99,14 @@ def build_evidence(condition: Condition, prepared: Prepared, item_id: str, promp
         cuts = dict(zip(budgets, _budget_cuts(key, tuple(prepared.chunk_texts(item_id)), budgets, facts)))
         packed = cuts[budget]
         return packed.text, [p for _, p in ranked[: packed.chunks_included]], {"budget": budget, "tokens": packed.n_tokens, "chunks": packed.chunks_included}
+    if condition.retrieval == "agentic":
+        record = prepared.agentic_reports()[item_id]
+        cost = {
+            "agent_calls": int(record["calls"]),
+            "agent_tokens": int(record["prompt_tokens"]) + int(record["completion_tokens"]),
+            "agent_seconds": float(record["seconds"]),
+        }
+        return record["report"], list(record["passage_ids"]), {"fallback_plan": bool(record["fallback_plan"]), **cost}
     raise ValueError(f"condition {condition.name!r} takes no retrieved evidence")
 
 

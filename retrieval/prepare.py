@@ -231,6 +231,16 @@ class Prepared:
     loaded: LoadedItems
     ranked: dict[str, list[tuple[str, str]]]  # item id -> [(chunk id, passage id)] by rank
     texts: dict[str, str]  # chunk id -> text
+    _reports: dict[str, dict[str, Any]] | None = None
+
+    def agentic_reports(self) -> dict[str, dict[str, Any]]:
+        """Item id -> the agent's report record (``agentic.jsonl``), read once and checked."""
+        if self._reports is None:
+            from lm_eval_radsafe.retrieval.agentic import load_reports
+
+            ids = [item.id for item in self.loaded.items]
+            self._reports = load_reports(self.folder, ids, self.manifest["prepared_fingerprint"])
+        return self._reports
 
     def chunk_texts(self, item_id: str, k: int | None = None) -> list[str]:
         """Texts of an item's ranked chunks (the first ``k``)."""

@@ -104,3 +104,35 @@ class JsonServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ScriptedChat:
+    """An in-process agent LLM: plans one query per option (the option text) and, reading,
+    calls the first passage shown supporting and the rest contradicting. Counts its calls."""
+
+    name = "scripted-agent"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int):
+        from lm_eval_radsafe.retrieval.agentic import ChatReply
+
+        self.calls += 1
+        user = messages[-1]["content"]
+        if messages[0]["content"].startswith("You plan"):
+            options = [line for line in user.splitlines() if len(line) > 2 and line[1:3] == ". "]
+            text = json.dumps({line[0]: [line[3:]] for line in options})
+        else:
+            ids = [line.split('"')[1] for line in user.splitlines() if line.startswith("<passage id=")]
+            text = json.dumps({"supporting": ids[:1], "contradicting": ids[1:]})
+        return ChatReply(text, len(user.split()), len(text.split()), 0.001)
+
+
+def prepare_with_agent(dataset: str | Path, out: Path, client=None, **bounds: int) -> dict:
+    """A prepared folder (demo corpus, k = 20) with agentic reports by ``client``."""
+    from lm_eval_radsafe.retrieval.agentic import AgentSettings
+    from lm_eval_radsafe.retrieval.prepare import AgentRun, PrepareSettings, prepare
+
+    agent = AgentRun(client or ScriptedChat(), AgentSettings(**bounds))
+    return prepare(str(dataset), "demo", out, PrepareSettings(k=20), progress=False, agent=agent)

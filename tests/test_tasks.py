@@ -9,7 +9,7 @@ from pathlib import Path
 import lm_eval
 import pytest
 
-from conftest import FIXTURE, ScriptedLM
+from conftest import FIXTURE, ScriptedLM, prepare_with_agent
 from lm_eval_radsafe.cli import task_manager, tasks_dir
 from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES, task_name
 from lm_eval_radsafe.loaders import load_items
@@ -40,13 +40,24 @@ def prepared_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def agentic_fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Prepared folders with scripted-agent reports: family -> folder."""
+    folders = {"radsafe200": tmp_path_factory.mktemp("agentic-fixture"), "radsafe_demo": tmp_path_factory.mktemp("agentic-demo")}
+    prepare_with_agent(FIXTURE, folders["radsafe200"])
+    prepare_with_agent("demo", folders["radsafe_demo"])
+    return folders
+
+
 @pytest.mark.parametrize("name", all_yaml_names())
-def test_every_yaml_builds(fixture_data: Path, prepared_fixture: Path, name: str) -> None:
+def test_every_yaml_builds(fixture_data: Path, prepared_fixture: Path, agentic_fixtures: dict[str, Path], name: str) -> None:
     from lm_eval_radsafe.retrieval.retrievers import offline_minilm_path
 
     metadata: dict = {}
     if "_rag_" in name or "_context_" in name:
         metadata["prepared"] = str(prepared_fixture) if name.startswith("radsafe200") else None
+    if "_agentic_rag" in name:
+        metadata["prepared"] = str(agentic_fixtures[name.split("_agentic_rag")[0]])
     if "_context_" in name:  # any local tokenizer works; the window is a stated fact
         metadata.update(pretrained=offline_minilm_path(), max_model_len=131_072)
     tm = task_manager(include_defaults=False, metadata={k: v for k, v in metadata.items() if v})
@@ -72,7 +83,7 @@ def test_regime_yamls_are_short_and_share_the_overlays() -> None:
 def test_overlay_metric_lists_match_the_metric_specs() -> None:
     import yaml
 
-    from lm_eval_radsafe.metrics import LL_METRICS, METRICS, RECALL_METRIC, SC_METRICS
+    from lm_eval_radsafe.metrics import AGENT_METRICS, LL_METRICS, METRICS, RECALL_METRIC, SC_METRICS
 
     class Loader(yaml.SafeLoader):
         pass
@@ -80,6 +91,7 @@ def test_overlay_metric_lists_match_the_metric_specs() -> None:
     Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
     greedy = [(m.name, m.higher_is_better, "mean") for m in METRICS]
     recall = [(RECALL_METRIC.name, RECALL_METRIC.higher_is_better, RECALL_METRIC.aggregation)]
+    recall += [(m.name, m.higher_is_better, m.aggregation) for m in AGENT_METRICS]
     for overlay, specs in (
         ("_radsafe_base_yaml", greedy),
         ("_radsafe_sc_yaml", [(s.name, s.higher_is_better, s.aggregation) for s in SC_METRICS]),

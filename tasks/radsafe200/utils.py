@@ -7,6 +7,7 @@ from lm_eval_radsafe.aggregation import (  # noqa: F401
 )
 from lm_eval_radsafe.filters import StrictLetterFilter  # noqa: F401  (registers radsafe_strict_letter)
 from lm_eval_radsafe.harness import (  # noqa: F401
+    agentic_rag,
     clean_evidence,
     closed_book,
     conflict_evidence,
