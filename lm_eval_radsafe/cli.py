@@ -57,12 +57,58 @@ def skip_unfit_conditions() -> None:
     _factory.TaskFactory._build_tag = _build_tag  # type: ignore[method-assign]
 
 
+#: task -> the answering model's request time, filled by :func:`time_requests` during `radsafe eval`
+ANSWERING: dict[str, dict[str, Any]] = {}
+_REQUEST_TYPES = ("generate_until", "loglikelihood", "loglikelihood_rolling")
+
+
+def time_requests(lm: Any) -> None:
+    """Time the answering model's request calls, per task.
+
+    lm-eval sends the requests of all tasks of a run together, one call per request type,
+    so a call's wall time is shared among its tasks in proportion to their requests; the
+    per-item figure divides a task's share by its number of distinct items.
+    """
+    import time
+
+    for request_type in _REQUEST_TYPES:
+        method = getattr(lm, request_type, None)
+        if method is None or getattr(method, "_radsafe", False):
+            continue
+
+        def timed(requests: list[Any], *args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            out = _method(requests, *args, **kwargs)
+            spent = time.monotonic() - started
+            counts = Counter(str(r.task_name) for r in requests)
+            total = sum(counts.values()) or 1
+            for task, n in counts.items():
+                entry = ANSWERING.setdefault(task, {"seconds": 0.0, "requests": 0, "items": set()})
+                entry["seconds"] += spent * n / total
+                entry["requests"] += n
+                entry["items"].update(r.doc_id for r in requests if str(r.task_name) == task)
+            return out
+
+        timed._radsafe = True  # type: ignore[attr-defined]
+        setattr(lm, request_type, timed)
+
+
 def provenance() -> dict[str, Any]:
-    """The ``radsafe`` block added to results: package version and each task's dataset."""
+    """The ``radsafe`` block added to results: package version, each task's dataset (and
+    evidence), and the answering model's request time per item when it was measured."""
     from lm_eval_radsafe import __version__
     from lm_eval_radsafe.harness import LOADED
 
-    return {"package_version": __version__, "tasks": {name: dict(info) for name, info in sorted(LOADED.items())}}
+    tasks = {name: dict(info) for name, info in sorted(LOADED.items())}
+    for name, entry in ANSWERING.items():
+        n = len(entry["items"])
+        tasks.setdefault(name, {})["answering"] = {
+            "seconds": round(entry["seconds"], 3),
+            "requests": entry["requests"],
+            "items": n,
+            "seconds_per_item": round(entry["seconds"] / n, 4) if n else None,
+        }
+    return {"package_version": __version__, "tasks": tasks}
 
 
 # --------------------------------------------------------------------------- eval
@@ -88,6 +134,18 @@ def _install_hooks() -> None:
 
         __init__._radsafe = True  # type: ignore[attr-defined]
         manager.TaskManager.__init__ = __init__  # type: ignore[method-assign]
+
+    import lm_eval.evaluator as evaluator
+
+    evaluate = evaluator.evaluate
+    if not getattr(evaluate, "_radsafe", False):
+
+        def timed_evaluate(lm: Any, *args: Any, **kwargs: Any) -> Any:
+            time_requests(lm)
+            return evaluate(*args, lm=lm, **kwargs)
+
+        timed_evaluate._radsafe = True  # type: ignore[attr-defined]
+        evaluator.evaluate = timed_evaluate
 
     save = EvaluationTracker.save_results_aggregated
     if not getattr(save, "_radsafe", False):

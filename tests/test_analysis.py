@@ -9,6 +9,7 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import lm_eval
 import numpy as np
@@ -18,6 +19,7 @@ from lm_eval.loggers import EvaluationTracker
 from conftest import FIXTURE, ScriptedLM
 from lm_eval_radsafe.aggregation import expected_calibration_error
 from lm_eval_radsafe.analysis.leaderboard import validate_submission
+from lm_eval_radsafe.analysis.cost import cost_table
 from lm_eval_radsafe.analysis.report import build_report, write_report
 from lm_eval_radsafe.analysis.runs import RunError, read_runs
 from lm_eval_radsafe.analysis.scaling import ModelCardError, fit_slope, load_model_cards, variance_decomposition
@@ -273,3 +275,46 @@ def test_corrupted_samples_file_is_named(run_dir: Path, tmp_path: Path) -> None:
     samples.unlink()
     with pytest.raises(RunError, match="--log_samples"):
         read_runs([broken], progress=False)
+
+
+# --------------------------------------------------------------------------- cost per item
+
+
+def cost_run(task: str, condition: str, n: int, block: dict) -> SimpleNamespace:
+    return SimpleNamespace(model="m", task=task, condition=condition, regime="greedy", item_ids=[str(i) for i in range(n)],
+                           meta={"radsafe": {"tasks": {task: block}}})
+
+
+def test_cost_table_puts_agent_cost_beside_answering_time() -> None:
+    agentic = {
+        "answering": {"seconds_per_item": 2.0},
+        "agentic": {"source": "prepared", "agent": {"model": "hf:agent"}, "n_items": 4, "calls": 20,
+                    "prompt_tokens": 3000, "completion_tokens": 1000, "seconds": 40.0},
+    }
+    rows = cost_table([
+        cost_run("radsafe_demo_agentic_rag", "agentic_rag", 2, agentic),
+        cost_run("radsafe_demo_rag_top5", "rag_top5", 2, {"answering": {"seconds_per_item": 1.5}}),
+        cost_run("radsafe_demo_agentic_rag", "agentic_rag", 2, {"agentic": {"source": "dataset"}}),
+        cost_run("radsafe_demo_closed_book", "closed_book", 2, {"dataset_fingerprint": "x"}),  # nothing measured
+    ])
+    assert len(rows) == 3
+    first, rag, dataset = rows
+    assert (first["agent_calls_per_item"], first["agent_tokens_per_item"], first["agent_seconds_per_item"]) == (5.0, 1000.0, 10.0)
+    assert first["total_seconds_per_item"] == 12.0 and first["agent"] == "hf:agent"
+    assert rag["total_seconds_per_item"] == 1.5 and math.isnan(rag["agent_seconds_per_item"])
+    assert "cost unknown" in dataset["agent"] and math.isnan(dataset["total_seconds_per_item"])
+
+
+def test_report_shows_the_cost_table_and_figure(run_dir: Path, tmp_path: Path) -> None:
+    report = build_report([run_dir], n_boot=50, progress=False)
+    report.cost = cost_table([cost_run("radsafe_demo_agentic_rag", "agentic_rag", 3, {
+        "answering": {"seconds_per_item": 0.5},
+        "agentic": {"source": "prepared", "agent": {"model": "hf:agent"}, "n_items": 3, "calls": 9,
+                    "prompt_tokens": 90, "completion_tokens": 30, "seconds": 6.0}})])
+    written = write_report(report, tmp_path / "report")
+    assert {"cost.csv", "figures/cost_per_item.png"} <= set(written)
+    html = written["report.html"].read_text()
+    assert "Cost per item" in html and "hf:agent" in html
+    with written["cost.csv"].open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["total_seconds_per_item"]) == 2.5 and float(row["agent_calls_per_item"]) == 3.0

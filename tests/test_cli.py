@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE
+from conftest import FIXTURE, ScriptedLM
 from lm_eval_radsafe.cli import main
 from lm_eval_radsafe.demo import format_table
 from lm_eval_radsafe.loaders import load_items
@@ -116,5 +116,33 @@ def test_eval_passes_flags_through_and_records_provenance(tmp_path: Path) -> Non
     provenance = results["radsafe"]["tasks"]
     assert provenance["radsafe200_closed_book"]["dataset_fingerprint"] == load_items(FIXTURE).fingerprint
     assert provenance["radsafe_demo_clean_evidence"]["dataset_fingerprint"] == load_items("demo").fingerprint
+    for task in ("radsafe200_closed_book", "radsafe_demo_clean_evidence"):
+        answering = provenance[task]["answering"]
+        assert (answering["items"], answering["requests"]) == (2, 2) and answering["seconds_per_item"] >= 0
     samples = [json.loads(line) for line in next(out.glob("*/samples_radsafe200_closed_book_*.jsonl")).open()]
     assert [s["filtered_resps"] for s in samples] == [["NULL"], ["NULL"]]
+
+
+def test_answering_time_is_shared_among_tasks_by_requests(fixture_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import lm_eval
+
+    from lm_eval_radsafe import cli
+
+    monkeypatch.setattr(cli, "ANSWERING", {})
+
+    def slow(prompt: str) -> str:
+        time.sleep(0.02)
+        return "A"
+
+    lm = ScriptedLM(slow)
+    cli.time_requests(lm)
+    lm_eval.simple_evaluate(model=lm, tasks=["radsafe200_closed_book", "radsafe200_clean_evidence_sc"],
+                            task_manager=cli.task_manager(include_defaults=False), bootstrap_iters=0)
+    greedy = cli.provenance()["tasks"]["radsafe200_closed_book"]["answering"]
+    sampled = cli.provenance()["tasks"]["radsafe200_clean_evidence_sc"]["answering"]
+    assert (greedy["items"], greedy["requests"]) == (3, 3)
+    assert (sampled["items"], sampled["requests"]) == (3, 60)  # 20 samples per item
+    assert sampled["seconds"] == pytest.approx(20 * greedy["seconds"], rel=0.02)  # one call, shared by requests
+    assert greedy["seconds_per_item"] >= 0.02

@@ -135,3 +135,38 @@ def test_rag_condition_on_smollm2(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert 0.0 <= result[f"{name},strict"] <= 1.0
     for sample in out["samples"]["radsafe_demo_rag_top5"]:
         assert sample["doc"]["evidence"].count("\n\n---\n\n") == 4
+
+
+def test_agentic_rag_with_smollm2_as_agent_and_answering_model(tmp_path: Path) -> None:
+    """The whole agentic path offline: SmolLM2 builds reports for two demo items, then answers with them."""
+    from importlib import resources
+
+    demo_file = Path(str(resources.files("lm_eval_radsafe") / "data" / "demo" / "radsafe_demo.jsonl"))
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(demo_file.read_text(encoding="utf-8").splitlines(keepends=True)[:2]), encoding="utf-8")
+    prepared = tmp_path / "prepared"
+    run("prepare", "--dataset", str(two), "--corpus", "demo", "--out", str(prepared), "--agentic", "--agent-model", "smollm2",
+        "--agent-max-tokens", "32", "--agent-hits-per-query", "1", "--agent-max-calls", "3")
+    records = [json.loads(line) for line in (prepared / "agentic.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [item.id for item in load_items(two).items]
+    for record in records:
+        calls = [step for step in record["trace"] if "model" in step]
+        assert record["calls"] == len(calls) == 3 and calls[0]["step"] == "plan"
+        assert all(c["model"] == f"hf:{GGUF}" and c["prompt_tokens"] > 0 and 0 < c["completion_tokens"] <= 32 for c in calls)
+        assert record["seconds"] > 0 and record["passage_ids"]
+        assert any(step["step"] == "search" and step["hits"] for step in record["trace"])
+        assert record["report"].startswith("Evidence report") and "Option A:" in record["report"]
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["agentic"]["n_items"] == 2 and manifest["agentic"]["calls"] == sum(r["calls"] for r in records)
+
+    out = tmp_path / "out"
+    run("eval", "--model", "hf", "--model_args", f"pretrained={MODEL_DIR},gguf_file={GGUF}", "--tasks", "radsafe200_agentic_rag",
+        "--apply_chat_template", "--metadata", json.dumps({"prepared": str(prepared), "radsafe_data": str(two)}),
+        "--log_samples", "--output_path", str(out))
+    results = json.loads(next(out.glob("*/results_*.json")).read_text())
+    scores = results["results"]["radsafe200_agentic_rag"]
+    assert "evidence_recall,strict" in scores and "accuracy,strict" in scores
+    assert scores["agent_calls,strict"] == sum(r["calls"] for r in records) / 2
+    block = results["radsafe"]["tasks"]["radsafe200_agentic_rag"]
+    assert block["agentic"]["agent"]["model"] == f"hf:{GGUF}" and block["agentic"]["calls"] == manifest["agentic"]["calls"]
+    assert block["answering"]["items"] == 2 and block["answering"]["seconds_per_item"] > 0

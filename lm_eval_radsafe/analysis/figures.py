@@ -72,6 +72,29 @@ def accuracy_vs_high_risk(rows: list[dict[str, Any]], regime: str = "greedy") ->
     return fig
 
 
+def cost_per_item(rows: list[dict[str, Any]]) -> Any:
+    """Seconds per item of each run: the answering model's time, with the agent's time for
+    building the evidence stacked on it (``agentic_rag``)."""
+    shown = [r for r in rows if not math.isnan(r["answering_seconds_per_item"]) or not math.isnan(r["agent_seconds_per_item"])]
+    if not shown:
+        return None
+    plt = _pyplot()
+    labels = [f"{r['model']} | {_display(r['condition'])} | {r['regime']}" for r in shown]
+    answer = [0.0 if math.isnan(r["answering_seconds_per_item"]) else r["answering_seconds_per_item"] for r in shown]
+    agent = [0.0 if math.isnan(r["agent_seconds_per_item"]) else r["agent_seconds_per_item"] for r in shown]
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(shown)))
+    ys = np.arange(len(shown))
+    ax.barh(ys, answer, label="answering model")
+    ax.barh(ys, agent, left=answer, label="agent (building the evidence)")
+    ax.set_yticks(ys, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per item")
+    ax.set_title("Cost per item")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def reliability(analysis: Any, max_lines: int = 8, n_bins: int = 10) -> Any:
     """Reliability diagrams (mean confidence vs accuracy per bin) for runs with confidence."""
     series = []

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lm_eval_radsafe.analysis.cost import COST_COLUMNS, cost_table
 from lm_eval_radsafe.analysis.questions import concentration, ensembles, worst_cases
 from lm_eval_radsafe.analysis.runs import read_runs
 from lm_eval_radsafe.analysis.scaling import decoupling, load_model_cards, scaling_table, variance_decomposition
@@ -47,6 +48,7 @@ class Report:
     variance: list[dict[str, Any]] = field(default_factory=list)
     decoupling: list[dict[str, Any]] = field(default_factory=list)
     cards: dict[str, Any] = field(default_factory=dict)
+    cost: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +77,7 @@ def build_report(
         ties=tie_groups(analysis.rows),
         worst=worst,
         concentration=concentration(worst),
+        cost=cost_table(runs),
         meta={
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__,
@@ -133,6 +136,7 @@ def _figures(report: Report) -> dict[str, Any]:
         "accuracy_vs_high_risk": figures.accuracy_vs_high_risk(report.analysis.rows),
         "reliability": figures.reliability(report.analysis),
         "scaling": figures.scaling_plot(report.analysis.rows, report.cards) if report.cards else None,
+        "cost_per_item": figures.cost_per_item(report.cost) if report.cost else None,
     }
     return {name: fig for name, fig in made.items() if fig is not None}
 
@@ -161,6 +165,9 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         if table:
             _write_csv(out / name, table)
             written[name] = out / name
+    if report.cost:
+        _write_csv(out / "cost.csv", report.cost, COST_COLUMNS)
+        written["cost.csv"] = out / "cost.csv"
     embedded: dict[str, str] = {}
     plt = None
     for name, fig in _figures(report).items():
@@ -222,6 +229,7 @@ def render_html(report: Report, figures: dict[str, str]) -> str:
         worst_top=worst_top,
         concentration=report.concentration,
         ensembles=report.ensembles,
+        cost=report.cost,
         scaling=[s for s in report.scaling if s["metric"] in ("accuracy", "high_risk_error", "sc_accuracy", "dangerous_overconfidence")],
         variance=report.variance,
         decoupling=report.decoupling,
