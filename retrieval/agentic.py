@@ -4,16 +4,21 @@ For one item the agent (1) asks its LLM for search queries, one research thread 
 answer option (evidence for and against it); (2) runs them against any registered
 retriever; (3) asks the LLM, option by option, which retrieved passages support or
 contradict that option, following the reader's refined queries for a bounded number of
-rounds; and (4) writes an evidence report with the findings per option
-and the passage ids it used, plus a full trace (queries, hits, model calls, tokens, time).
+rounds; and (4) writes an evidence report with the findings per option and the passage
+ids it used, plus a full trace (queries, hits, model calls, tokens, time).
 
 Bounds: ``max_calls`` LLM calls, ``max_tokens`` per call, ``max_passages`` distinct
-passages, ``max_refinements`` extra rounds per option. The only tool is search. Passage text is shown to the LLM as quoted data and the
-code acts on nothing in it: the LLM's replies are parsed as JSON and every passage id is
-checked against what was retrieved, so a passage saying "ignore previous instructions"
-can change the evidence but nothing else. A reply that cannot be parsed is not guessed:
-planning falls back to the question and option texts as queries, classification to
-"retrieved, not classified", and the report says so.
+passages, ``max_refinements`` extra rounds per option. The only tool is search. Passage
+text is shown to the LLM as quoted data and the code acts on nothing in it: the LLM's
+replies are parsed as JSON and every passage id is checked against what was retrieved,
+so a passage saying "ignore previous instructions" can change the evidence but nothing
+else. A reply that cannot be parsed is not guessed: planning falls back to the question
+and option texts as queries, classification to "retrieved, not classified", and the
+report says so.
+
+Reports are written by :func:`build_reports` to ``agentic.jsonl`` in the prepared folder
+(one record per item, resumable) and read back for the ``agentic_rag`` condition by
+:func:`load_reports`.
 """
 
 from __future__ import annotations
