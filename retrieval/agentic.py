@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: the agent's reports and traces, one JSON line per item, beside the prepared dataset
 REPORTS_FILE = "agentic.jsonl"
+#: bumped when the loop or the report layout changes, so that a resume never mixes versions
+AGENT_VERSION = 1
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -350,9 +352,9 @@ class ReportsError(ValueError):
 
 
 def agent_identity(client: ChatClient, settings: AgentSettings) -> dict[str, Any]:
-    """What decides a report besides the item and the evidence: model, bounds, prompts."""
+    """What decides a report besides the item and the evidence: model, bounds, prompts, loop version."""
     prompts = hashlib.sha256((PLANNER_SYSTEM + "\n" + READER_SYSTEM).encode()).hexdigest()[:16]
-    return {"model": client.name, "settings": asdict(settings), "prompts": prompts}
+    return {"model": client.name, "settings": asdict(settings), "prompts": prompts, "version": AGENT_VERSION}
 
 
 def read_reports(path: Path) -> list[dict[str, Any]]:
