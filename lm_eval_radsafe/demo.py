@@ -147,9 +147,10 @@ def _evaluate(lm: Any, tasks: list[str], limit: int | None, model_args: dict[str
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
-    from lm_eval_radsafe.cli import provenance, task_manager
+    from lm_eval_radsafe.cli import provenance, task_manager, time_requests
 
     logger.info("tasks %s (limit %s); output %s", ", ".join(tasks), limit, output_path)
+    time_requests(lm)
     tracker = EvaluationTracker(output_path=output_path)
     results = lm_eval.simple_evaluate(
         model=lm,
