@@ -97,6 +97,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, help="first N items per condition (default: all)")
     parser.add_argument(
+        "--prepared",
+        help="a prepared folder for the retrieval conditions (default: the demo corpus, prepared automatically); "
+        "agentic_rag needs one built with `radsafe prepare --agentic`",
+    )
+    parser.add_argument(
         "--retrieval-limit",
         type=int,
         default=12,
@@ -134,15 +139,25 @@ def run_demo(args: argparse.Namespace) -> int:
     for conditions, limit in ((plain, args.limit), (retrieved, retrieval_limit)):
         if conditions:
             names = [task_name(DEMO_FAMILY, c, args.regime) for c in conditions]
-            results.update(_evaluate(lm, names, limit, model_args, args.output_path))
+            results.update(_evaluate(lm, names, limit, model_args, args.output_path, args.prepared))
             tasks += names
     print(format_table(results, tasks, args.regime))
+    key = REGIMES[args.regime].results_filter
+    for task in tasks:
+        res = results[task]
+        if f"agent_calls,{key}" in res:
+            print(
+                f"{str(res.get('alias', task)).strip()}: building the evidence cost {res[f'agent_calls,{key}']:.1f} agent calls, "
+                f"{res[f'agent_tokens,{key}']:,.0f} tokens and {res[f'agent_seconds,{key}']:.1f} s per item"
+            )
     print(f"\n{gguf_file}, {time.monotonic() - started:.0f} s. Results and samples: {args.output_path}")
     print("Demo questions and corpus were written for this project: not clinician-validated, not RadSaFE-200.")
     return 0
 
 
-def _evaluate(lm: Any, tasks: list[str], limit: int | None, model_args: dict[str, str], output_path: str) -> dict[str, Any]:
+def _evaluate(
+    lm: Any, tasks: list[str], limit: int | None, model_args: dict[str, str], output_path: str, prepared: str | None = None
+) -> dict[str, Any]:
     """One lm-eval run of ``tasks`` on the loaded model; results and samples saved."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
@@ -155,7 +170,7 @@ def _evaluate(lm: Any, tasks: list[str], limit: int | None, model_args: dict[str
     results = lm_eval.simple_evaluate(
         model=lm,
         tasks=tasks,
-        task_manager=task_manager(include_defaults=False, metadata=dict(model_args)),
+        task_manager=task_manager(include_defaults=False, metadata={**model_args, **({"prepared": prepared} if prepared else {})}),
         limit=limit,
         apply_chat_template=True,
         log_samples=True,
