@@ -51,8 +51,11 @@ logger = logging.getLogger(__name__)
 #: the agent's reports and traces, one JSON line per item, beside the prepared dataset
 REPORTS_FILE = "agentic.jsonl"
 #: bumped when the loop or the report layout changes, so that a resume never mixes versions
-AGENT_VERSION = 1
+AGENT_VERSION = 2
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_PASSAGE_TAG = re.compile(r"</?\s*passage", re.IGNORECASE)
+#: an option's findings in the report, in order (unclassified: retrieved, but the reader's reply was unusable)
+FINDINGS = {"supporting": "Supporting", "contradicting": "Contradicting", "unclassified": "Retrieved, not classified"}
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,9 @@ class AgentResult:
 
     item_id: str
     report: str
-    passage_ids: list[str]
+    passage_ids: list[str]  # passages whose text the report carries (what evidence_recall looks for)
     fallback_plan: bool
+    retrieved_passage_ids: list[str] = field(default_factory=list)  # every passage the searches kept, in order
     trace: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
     prompt_tokens: int = 0
@@ -181,6 +185,12 @@ class AgentResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (one line of the agentic traces file)."""
         return asdict(self)
+
+
+def _quoted(text: str) -> str:
+    """Passage text as the reader sees it: a ``<passage``/``</passage`` tag inside it is
+    defused, so a passage cannot close its own quotation and pose as another one."""
+    return _PASSAGE_TAG.sub(lambda m: m.group(0).replace("<", "&lt;"), text)
 
 
 def _parse_object(text: str) -> dict[str, Any] | None:
@@ -244,14 +254,11 @@ class AgenticBuilder:
         for letter, queries in plan.items():
             for query in queries:
                 self._search(result, "search", letter, query, used, found[letter])
-        sections = []
-        for option in item.options:
-            sections.append(self._research_option(result, item, option, used, found[option.letter]))
-        header = "Evidence report (agentic retrieval)"
-        if result.fallback_plan:
-            header += "\nThe planner's reply could not be parsed; searches used the question and the option texts."
-        result.passage_ids = list(dict.fromkeys(self.chunk_passage(c) for c in used))
-        result.report = header + "\n\n" + "\n\n".join(sections) + f"\n\nPassages used: {', '.join(result.passage_ids) or 'none'}"
+        findings = [self._research_option(result, item, option, used, found[option.letter]) for option in item.options]
+        cited = list(dict.fromkeys(c for finding in findings for kind in FINDINGS for c in finding[kind]))
+        result.passage_ids = list(dict.fromkeys(self.chunk_passage(c) for c in cited))
+        result.retrieved_passage_ids = list(dict.fromkeys(self.chunk_passage(c) for c in used))
+        result.report = self._report(item, findings, cited, result.fallback_plan)
         result.seconds = round(time.monotonic() - started, 4)
         return result
 
@@ -273,9 +280,11 @@ class AgenticBuilder:
                 new.append(chunk_id)
         return new
 
-    def _research_option(self, result: AgentResult, item: Item, option: Any, used: list[str], found: list[str]) -> str:
+    def _research_option(
+        self, result: AgentResult, item: Item, option: Any, used: list[str], found: list[str]
+    ) -> dict[str, list[str]]:
         """Read an option's passages; follow the reader's refined queries for at most
-        ``max_refinements`` rounds; return the option's report section."""
+        ``max_refinements`` rounds; return the option's chunk ids by finding."""
         supporting: list[str] = []
         contradicting: list[str] = []
         unclassified: list[str] = []
@@ -295,7 +304,7 @@ class AgenticBuilder:
             to_read = []
             for query in parsed["refine"]:
                 to_read.extend(self._search(result, f"refine {option.letter}", option.letter, query, used, found))
-        return self._section(option, supporting, contradicting, unclassified)
+        return {"supporting": supporting, "contradicting": contradicting, "unclassified": unclassified}
 
     @staticmethod
     def _valid_plan(plan: dict[str, Any] | None, item: Item) -> dict[str, list[str]] | None:
@@ -316,7 +325,7 @@ class AgenticBuilder:
 
     def _read(self, result: AgentResult, step: str, item: Item, option: Any, chunks: list[str]) -> dict[str, list[str]] | None:
         """The reader's classification of ``chunks`` for one option (ids checked), or None."""
-        passages = "\n\n".join(f'<passage id="{c}">\n{self.chunk_text(c)}\n</passage>' for c in chunks)
+        passages = "\n\n".join(f'<passage id="{c}">\n{_quoted(self.chunk_text(c))}\n</passage>' for c in chunks)
         reply = self._call(result, step, [
             {"role": "system", "content": READER_SYSTEM},
             {"role": "user", "content": f"Question: {item.question}\nOption {option.letter}: {option.text}\n\n{passages}"},
@@ -334,14 +343,24 @@ class AgenticBuilder:
         queries = [q.strip() for q in refine if isinstance(q, str) and q.strip()][:2]
         return {"supporting": ids("supporting"), "contradicting": ids("contradicting"), "refine": queries}
 
-    def _section(self, option: Any, supporting: list[str], contradicting: list[str], unclassified: list[str]) -> str:
-        def lines(chunks: list[str]) -> str:
-            return "\n".join(f"- [{self.chunk_passage(c)}] {self.chunk_text(c)}" for c in chunks) or "- none found"
+    def _report(self, item: Item, findings: list[dict[str, list[str]]], cited: list[str], fallback: bool) -> str:
+        """The evidence report: per option, its findings as numbered source references,
+        then each cited chunk once, with its passage id and text."""
+        sources = {chunk_id: number for number, chunk_id in enumerate(cited, start=1)}
 
-        text = f"Option {option.letter}: {option.text}\nSupporting:\n{lines(supporting)}\nContradicting:\n{lines(contradicting)}"
-        if unclassified:
-            text += f"\nRetrieved, not classified:\n{lines(unclassified)}"
-        return text
+        def cite(chunks: list[str]) -> str:
+            return ", ".join(f"[{sources[c]}]" for c in dict.fromkeys(chunks)) or "none found"
+
+        parts = ["Evidence report (agentic retrieval)"]
+        if fallback:
+            parts[0] += "\nThe planner's reply could not be parsed; searches used the question and the option texts."
+        for option, finding in zip(item.options, findings):
+            lines = [f"Option {option.letter}: {option.text}"]
+            lines += [f"{FINDINGS[kind]}: {cite(finding[kind])}" for kind in FINDINGS if kind != "unclassified" or finding[kind]]
+            parts.append("\n".join(lines))
+        listed = "\n\n".join(f"[{n}] passage {self.chunk_passage(c)}\n{self.chunk_text(c)}" for c, n in sources.items())
+        parts.append("Sources:\n" + (listed or "none"))
+        return "\n\n".join(parts)
 
 
 # --------------------------------------------------------------------------- reports file
