@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 REPORTS_FILE = "agentic.jsonl"
 #: bumped when the loop or the report layout changes, so that a resume never mixes versions
 AGENT_VERSION = 2
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 _PASSAGE_TAG = re.compile(r"</?\s*passage", re.IGNORECASE)
 #: an option's findings in the report, in order (unclassified: retrieved, but the reader's reply was unusable)
 FINDINGS = {"supporting": "Supporting", "contradicting": "Contradicting", "unclassified": "Retrieved, not classified"}
@@ -80,10 +79,12 @@ class HFChatClient:
     """An in-process Hugging Face chat model (e.g. the bundled SmolLM2 GGUF), greedy.
 
     The model's own chat template renders the messages; token counts are exact. A prompt
-    that would not leave ``max_tokens`` in the model's window is refused, never cut.
+    that would not leave ``max_tokens`` in the model's window is refused, never cut. The
+    agent's replies are JSON objects, so with ``stop_at_json`` generation ends as soon as
+    the reply holds a complete one (what the agent would parse; the rest is never read).
     """
 
-    def __init__(self, pretrained: str, gguf_file: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, pretrained: str, gguf_file: str | None = None, device: str = "cpu", stop_at_json: bool = True) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
@@ -93,6 +94,7 @@ class HFChatClient:
         self.model = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs).to(device).eval()
         self.device = device
         self.window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        self.stop_at_json = stop_at_json
         self.name = f"hf:{gguf_file or pretrained}"
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> ChatReply:
@@ -106,14 +108,32 @@ class HFChatClient:
                 f"window of {self.window}; lower --agent-hits-per-query or --agent-max-passages"
             )
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        stopping = [_json_closed(self.tokenizer, ids.shape[1])] if self.stop_at_json else []
         with torch.no_grad():
             out = self.model.generate(
                 ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device), max_new_tokens=max_tokens,
-                do_sample=False, pad_token_id=pad,
+                do_sample=False, pad_token_id=pad, stopping_criteria=stopping,
             )
         new = out[0, ids.shape[1]:]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return ChatReply(text, int(ids.shape[1]), int(new.shape[0]), time.monotonic() - started)
+
+
+def _json_closed(tokenizer: Any, prompt_length: int) -> Any:
+    """A transformers stopping criterion: true once the text generated after
+    ``prompt_length`` tokens holds a complete JSON object (checked when a ``}`` appears)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class JsonClosed(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = [
+                "}" in tokenizer.decode(row[-1:]) and parse_object(tokenizer.decode(row[prompt_length:], skip_special_tokens=True)) is not None
+                for row in input_ids
+            ]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return JsonClosed()
 
 
 class OpenAIChatClient:
@@ -193,15 +213,21 @@ def _quoted(text: str) -> str:
     return _PASSAGE_TAG.sub(lambda m: m.group(0).replace("<", "&lt;"), text)
 
 
-def _parse_object(text: str) -> dict[str, Any] | None:
-    match = _JSON_OBJECT.search(text or "")
-    if not match:
-        return None
-    try:
-        value = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+def parse_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in a model's reply (text around it, such as "Sure!" or a code
+    fence, is ignored), or None when the reply holds none."""
+    decoder = json.JSONDecoder()
+    text = text or ""
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
 
 
 class AgenticBuilder:
@@ -244,7 +270,7 @@ class AgenticBuilder:
             {"role": "system", "content": PLANNER_SYSTEM},
             {"role": "user", "content": f"Question: {item.question}\n\nOptions:\n{options}"},
         ])
-        plan = self._valid_plan(_parse_object(plan_text or ""), item)
+        plan = self._valid_plan(parse_object(plan_text or ""), item)
         if plan is None:
             result.fallback_plan = True
             plan = {o.letter: [f"{item.question} {o.text}"] for o in item.options}
@@ -330,7 +356,7 @@ class AgenticBuilder:
             {"role": "system", "content": READER_SYSTEM},
             {"role": "user", "content": f"Question: {item.question}\nOption {option.letter}: {option.text}\n\n{passages}"},
         ])
-        parsed = _parse_object(reply or "")
+        parsed = parse_object(reply or "")
         if parsed is None:
             return None
 

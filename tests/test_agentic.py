@@ -320,3 +320,19 @@ def test_agentic_rag_without_reports_explains(fixture_data: Path, monkeypatch: p
         task_manager(include_defaults=False).load(["radsafe200_agentic_rag"])
     with pytest.raises(ValueError, match="--agentic --agent-model"):
         task_manager(include_defaults=False).load(["radsafe_demo_agentic_rag"])
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ('{"A": ["q"]}', {"A": ["q"]}),
+    ('Sure! {"A": ["q"]} Hope this helps {:)}', {"A": ["q"]}),
+    ('```json\n{"supporting": ["p1"], "contradicting": []}\n```', {"supporting": ["p1"], "contradicting": []}),
+    ('{not json} then {"b": {"c": 1}}', {"b": {"c": 1}}),
+    ('{"A": ["q"]', None),
+    ("[1, 2]", None),
+    ("The answer is A.", None),
+    ("", None),
+])
+def test_parse_object_takes_the_first_json_object(reply: str, expected: dict | None) -> None:
+    from lm_eval_radsafe.retrieval.agentic import parse_object
+
+    assert parse_object(reply) == expected

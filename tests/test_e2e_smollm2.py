@@ -170,3 +170,20 @@ def test_agentic_rag_with_smollm2_as_agent_and_answering_model(tmp_path: Path) -
     block = results["radsafe"]["tasks"]["radsafe200_agentic_rag"]
     assert block["agentic"]["agent"]["model"] == f"hf:{GGUF}" and block["agentic"]["calls"] == manifest["agentic"]["calls"]
     assert block["answering"]["items"] == 2 and block["answering"]["seconds_per_item"] > 0
+
+
+def test_agent_generation_stops_once_the_reply_holds_a_json_object() -> None:
+    """The in-process agent's stopping criterion, on SmolLM2's real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from lm_eval_radsafe.retrieval.agentic import _json_closed
+
+    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR), gguf_file=GGUF)
+    prompt = tokenizer("Plan the searches.", add_special_tokens=False).input_ids
+    reply = 'Sure! {"A": ["CT head {non-contrast}"], "B": ["MRI"]} and more'
+    ids = torch.tensor([prompt + tokenizer(reply, add_special_tokens=False).input_ids])
+    stop = _json_closed(tokenizer, len(prompt))
+    first = next(n for n in range(len(prompt) + 1, ids.shape[1] + 1) if bool(stop(ids[:, :n], None)[0]))
+    text = tokenizer.decode(ids[0, len(prompt):first])
+    assert text.rstrip().endswith('"B": ["MRI"]}') and "and more" not in text  # not at the brace inside a string
