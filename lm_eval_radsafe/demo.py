@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -122,6 +123,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from lm_eval_radsafe.conditions import CONDITIONS as REGISTRY
 
+    agentic = [c for c in args.conditions if REGISTRY[c].retrieval == "agentic"]
+    if agentic and not (args.prepared or os.environ.get("RADSAFE_PREPARED")):
+        raise SystemExit(
+            "error: agentic_rag needs agent reports, which the demo does not build by itself (the agent's "
+            "model calls are slow on a CPU): run `radsafe prepare --dataset demo --corpus demo --agentic --agent-model "
+            "smollm2 --out DIR`, then `radsafe demo --conditions agentic_rag --prepared DIR`"
+        )
     if args.model_dir:
         if not args.gguf_file:
             raise SystemExit("error: --model-dir needs --gguf-file")

@@ -146,3 +146,9 @@ def test_answering_time_is_shared_among_tasks_by_requests(fixture_data: Path, mo
     assert (sampled["items"], sampled["requests"]) == (3, 60)  # 20 samples per item
     assert sampled["seconds"] == pytest.approx(20 * greedy["seconds"], rel=0.02)  # one call, shared by requests
     assert greedy["seconds_per_item"] >= 0.02
+
+
+def test_demo_refuses_agentic_rag_without_agent_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RADSAFE_PREPARED", raising=False)
+    with pytest.raises(SystemExit, match=r"radsafe prepare --dataset demo --corpus demo --agentic"):
+        main(["demo", "--conditions", "closed_book", "agentic_rag"])

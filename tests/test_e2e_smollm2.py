@@ -81,6 +81,22 @@ def test_demo_prints_the_condition_table(tmp_path: Path) -> None:
     assert list((tmp_path / "demo").glob("*/samples_radsafe_demo_closed_book_*.jsonl"))
 
 
+def test_demo_runs_agentic_rag_on_a_prepared_folder(tmp_path: Path) -> None:
+    """`radsafe demo --prepared`: SmolLM2 answers with agent reports (a scripted agent built
+    them) and the demo prints the agent's cost beside the table."""
+    from conftest import prepare_with_agent
+
+    prepared = tmp_path / "prepared"
+    manifest = prepare_with_agent("demo", prepared)
+    result = run("demo", "--conditions", "agentic_rag", "--prepared", str(prepared), "--limit", "1",
+                 "--output-path", str(tmp_path / "demo"))
+    row = next(line for line in result.stdout.splitlines() if line.startswith("Agentic RAG"))
+    assert row.split()[2] == "1"  # n
+    first = json.loads((prepared / "agentic.jsonl").read_text().splitlines()[0])
+    assert f"building the evidence cost {first['calls']:.1f} agent calls" in result.stdout
+    assert manifest["agentic"]["n_items"] == len(load_items("demo"))
+
+
 def test_sc_and_ll_tasks_on_smollm2() -> None:
     """Few items, few repeats: the _sc task keeps every sample's letter; _ll scores letters."""
     import lm_eval
