@@ -271,6 +271,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     """``radsafe prepare``: build a prepared folder and print its manifest summary."""
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
     from lm_eval_radsafe.retrieval.corpus import CorpusError
+    from lm_eval_radsafe.retrieval.agentic import AgentEndpointError
     from lm_eval_radsafe.retrieval.prepare import AgentRun, PrepareSettings, prepare
 
     agent = None
@@ -304,6 +305,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     )
     try:
         manifest = prepare(args.dataset, args.corpus, args.out, settings, agent=agent)
+    except AgentEndpointError as exc:
+        print(f"error: {exc}\nThe reports built so far are kept; run the same command again to resume.", file=sys.stderr)
+        return 1
     except (DatasetError, HubAccessError, CorpusError, FileNotFoundError, KeyError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -65,7 +65,8 @@ def fixture_data(monkeypatch: pytest.MonkeyPatch) -> Path:
 class JsonServer:
     """A JSON-over-HTTP server on 127.0.0.1 for fake OpenAI-compatible endpoints.
 
-    ``respond(path, body) -> dict`` builds each reply; every request is recorded in
+    ``respond(path, body) -> dict`` builds each reply (or ``(status, dict)`` for another
+    HTTP status than 200); every request is recorded in
     ``requests`` with its path and Authorization header. Use it as a context manager.
     """
 
@@ -82,8 +83,10 @@ class JsonServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
                     outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
-                data = json.dumps(respond(self.path, body)).encode()
-                self.send_response(200)
+                reply = respond(self.path, body)
+                status, reply = reply if isinstance(reply, tuple) else (200, reply)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -336,3 +336,49 @@ def test_parse_object_takes_the_first_json_object(reply: str, expected: dict | N
     from lm_eval_radsafe.retrieval.agentic import parse_object
 
     assert parse_object(reply) == expected
+
+
+def test_busy_endpoint_is_retried_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lm_eval_radsafe.retrieval.agentic import AgentEndpointError
+
+    statuses = iter([503, 429, 200])
+
+    def flaky(path: str, body: dict) -> tuple[int, dict]:
+        status = next(statuses, 503)
+        return status, chat_reply(lambda messages: '{"supporting": []}')(path, body) if status == 200 else {"error": "busy"}
+
+    with JsonServer(flaky) as server:
+        client = OpenAIChatClient(base_url=server.url, model="m", retries=2, backoff=0)
+        assert client.chat([{"role": "user", "content": "hi"}], 8).text == '{"supporting": []}'
+        assert len(server.requests) == 3
+        with pytest.raises(AgentEndpointError, match=r"HTTP 503 \(tried 3 time\(s\)\)"):
+            client.chat([{"role": "user", "content": "hi"}], 8)
+        assert len(server.requests) == 6
+    with JsonServer(lambda path, body: {"object": "not a completion"}) as server:
+        with pytest.raises(AgentEndpointError, match="not a chat completion"):
+            OpenAIChatClient(base_url=server.url, model="m", backoff=0).chat([{"role": "user", "content": "hi"}], 8)
+
+
+def test_prepare_cli_stops_on_a_failing_endpoint_and_keeps_the_built_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lm_eval_radsafe.cli import main
+
+    calls = {"n": 0}
+
+    def fails_on_second_item(path: str, body: dict) -> tuple[int, dict] | dict:
+        calls["n"] += 1
+        if "Question:" in body["messages"][-1]["content"] and body["messages"][0]["content"].startswith("You plan") and calls["n"] > 1:
+            return 400, {"error": {"message": "model not found"}}
+        return chat_reply(good_agent)(path, body)
+
+    args = ["prepare", "--dataset", str(FIXTURE), "--corpus", "demo", "--out", str(tmp_path), "--k", "20",
+            "--agentic", "--agent-model", "openai:fake-agent"]
+    with JsonServer(fails_on_second_item) as server:
+        assert main([*args, "--agent-base-url", server.url]) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 400" in err and "model not found" in err and "run the same command again to resume" in err
+    assert len((tmp_path / REPORTS_FILE).read_text().splitlines()) == 1  # the first item's report is kept
+    with JsonServer(chat_reply(good_agent)) as server:
+        assert main([*args, "--agent-base-url", server.url]) == 0
+    assert "agentic reports: 3 (2 built, 1 kept)" in capsys.readouterr().out
