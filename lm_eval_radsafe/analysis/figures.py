@@ -82,15 +82,15 @@ def cost_per_item(rows: list[dict[str, Any]]) -> Any:
     labels = [f"{r['model']} | {_display(r['condition'])} | {r['regime']}" for r in shown]
     answer = [0.0 if math.isnan(r["answering_seconds_per_item"]) else r["answering_seconds_per_item"] for r in shown]
     agent = [0.0 if math.isnan(r["agent_seconds_per_item"]) else r["agent_seconds_per_item"] for r in shown]
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(shown)))
+    fig, ax = plt.subplots(figsize=(7.5, 1.5 + 0.32 * len(shown)))
     ys = np.arange(len(shown))
     ax.barh(ys, answer, label="answering model")
     ax.barh(ys, agent, left=answer, label="agent (building the evidence)")
     ax.set_yticks(ys, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("seconds per item")
-    ax.set_title("Cost per item")
-    ax.legend(fontsize=7)
+    ax.set_title("Cost per item", pad=22)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # above the bars, never on them
     fig.tight_layout()
     return fig
 
