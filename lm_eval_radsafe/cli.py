@@ -270,8 +270,8 @@ def run_report(args: argparse.Namespace) -> int:
 def run_prepare(args: argparse.Namespace) -> int:
     """``radsafe prepare``: build a prepared folder and print its manifest summary."""
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
-    from lm_eval_radsafe.retrieval.corpus import CorpusError
     from lm_eval_radsafe.retrieval.agentic import AgentEndpointError
+    from lm_eval_radsafe.retrieval.corpus import CorpusError
     from lm_eval_radsafe.retrieval.prepare import AgentRun, PrepareSettings, prepare
 
     agent = None

@@ -12,7 +12,6 @@ import argparse
 import importlib.util
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -123,13 +122,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from lm_eval_radsafe.conditions import CONDITIONS as REGISTRY
 
-    agentic = [c for c in args.conditions if REGISTRY[c].retrieval == "agentic"]
-    if agentic and not (args.prepared or os.environ.get("RADSAFE_PREPARED")):
-        raise SystemExit(
-            "error: agentic_rag needs agent reports, which the demo does not build by itself (the agent's "
-            "model calls are slow on a CPU): run `radsafe prepare --dataset demo --corpus demo --agentic --agent-model "
-            "smollm2 --out DIR`, then `radsafe demo --conditions agentic_rag --prepared DIR`"
-        )
+    if any(REGISTRY[c].retrieval == "agentic" for c in args.conditions):
+        from lm_eval_radsafe.harness import DEMO_SOURCE, PREPARED_METADATA_KEY, agentic_from_dataset
+
+        try:  # before loading the model: the demo never builds agent reports itself
+            agentic_from_dataset(DEMO_SOURCE, {PREPARED_METADATA_KEY: args.prepared} if args.prepared else {})
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc} (radsafe demo: --prepared DIR)") from exc
     if args.model_dir:
         if not args.gguf_file:
             raise SystemExit("error: --model-dir needs --gguf-file")

@@ -159,9 +159,12 @@ def _prepared_named(metadata: dict[str, Any]) -> bool:
     return bool(metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV))
 
 
-def _agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems | None:
+def agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems | None:
     """The items when ``agentic_rag`` should use the dataset's own reports: no prepared folder
-    with agent reports is named and every item carries one. None otherwise."""
+    with agent reports is named and every item carries one. None otherwise.
+
+    Raises ``ValueError`` saying how to build reports when neither is given.
+    """
     from lm_eval_radsafe.retrieval.agentic import REPORTS_FILE
 
     folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
@@ -186,7 +189,7 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
     task = _task_name(metadata)
     condition = _condition_of(task)
     extra: dict[str, Any] = {}
-    own_reports = _agentic_from_dataset(source, metadata) if condition is not None and condition.retrieval == "agentic" else None
+    own_reports = agentic_from_dataset(source, metadata) if condition is not None and condition.retrieval == "agentic" else None
     if own_reports is not None:
         loaded = own_reports
         dataset = to_dataset(loaded, threshold)

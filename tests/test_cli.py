@@ -150,5 +150,5 @@ def test_answering_time_is_shared_among_tasks_by_requests(fixture_data: Path, mo
 
 def test_demo_refuses_agentic_rag_without_agent_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RADSAFE_PREPARED", raising=False)
-    with pytest.raises(SystemExit, match=r"radsafe prepare --dataset demo --corpus demo --agentic"):
+    with pytest.raises(SystemExit, match=r"no prepared folder with agent reports was given.*--agentic --agent-model"):
         main(["demo", "--conditions", "closed_book", "agentic_rag"])
