@@ -121,6 +121,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from lm_eval.models.huggingface import HFLM
 
     from lm_eval_radsafe.conditions import CONDITIONS as REGISTRY
+    from lm_eval_radsafe.retrieval.agentic import ReportsError
+    from lm_eval_radsafe.retrieval.prepare import PreparedError
 
     if any(REGISTRY[c].retrieval == "agentic" for c in args.conditions):
         from lm_eval_radsafe.harness import DEMO_SOURCE, PREPARED_METADATA_KEY, agentic_from_dataset
@@ -146,7 +148,10 @@ def run_demo(args: argparse.Namespace) -> int:
     for conditions, limit in ((plain, args.limit), (retrieved, retrieval_limit)):
         if conditions:
             names = [task_name(DEMO_FAMILY, c, args.regime) for c in conditions]
-            results.update(_evaluate(lm, names, limit, model_args, args.output_path, args.prepared))
+            try:
+                results.update(_evaluate(lm, names, limit, model_args, args.output_path, args.prepared))
+            except (PreparedError, ReportsError) as exc:  # a --prepared folder that is missing, stale or unfinished
+                raise SystemExit(f"error: {exc}") from exc
             tasks += names
     print(format_table(results, tasks, args.regime))
     key = REGIMES[args.regime].results_filter

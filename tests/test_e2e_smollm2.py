@@ -203,3 +203,15 @@ def test_agent_generation_stops_once_the_reply_holds_a_json_object() -> None:
     first = next(n for n in range(len(prompt) + 1, ids.shape[1] + 1) if bool(stop(ids[:, :n], None)[0]))
     text = tokenizer.decode(ids[0, len(prompt):first])
     assert text.rstrip().endswith('"B": ["MRI"]}') and "and more" not in text  # not at the brace inside a string
+
+
+def test_demo_names_a_prepared_folder_it_cannot_use(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lm_eval_radsafe.cli", "demo", "--conditions", "agentic_rag", "--prepared",
+         str(tmp_path / "missing"), "--limit", "1", "--output-path", str(tmp_path / "demo")],
+        capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=900,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing'}: no manifest.json; build it with " \
+        f"`radsafe prepare --dataset ... --corpus ... --out {tmp_path / 'missing'}`"
+    assert "Traceback" not in result.stderr
