@@ -9,6 +9,8 @@ from typing import Callable
 import pytest
 from lm_eval.api.model import LM
 
+from fake_openai_server import JsonServer  # noqa: F401  imported by tests as conftest.JsonServer
+
 FIXTURE = Path(__file__).parent / "fixtures" / "items.jsonl"
 
 
@@ -60,53 +62,6 @@ def fixture_data(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the radsafe200 family at the small fixture dataset."""
     monkeypatch.setenv("RADSAFE_DATA", str(FIXTURE))
     return FIXTURE
-
-
-class JsonServer:
-    """A JSON-over-HTTP server on 127.0.0.1 for fake OpenAI-compatible endpoints.
-
-    ``respond(path, body) -> dict`` builds each reply (or ``(status, dict)`` for another
-    HTTP status than 200); every request is recorded in
-    ``requests`` with its path and Authorization header. Use it as a context manager.
-    """
-
-    def __init__(self, respond: Callable[[str, dict], dict]) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.requests: list[dict] = []
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
-                reply = respond(self.path, body)
-                status, reply = reply if isinstance(reply, tuple) else (200, reply)
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "JsonServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class ScriptedChat:
