@@ -33,6 +33,12 @@ class Condition:
         return self.retrieval is not None
 
 
+class ConditionUnavailable(ValueError):
+    """A condition cannot run with what the user gave (no prepared folder, no agent reports,
+    a model window too small). A tag or pattern leaves such a condition out with a warning;
+    a task named on its own fails with this message."""
+
+
 CONDITIONS: dict[str, Condition] = {}
 
 

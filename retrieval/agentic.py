@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from lm_eval_radsafe.conditions import ConditionUnavailable
 from lm_eval_radsafe.items import Item
 
 PLANNER_SYSTEM = (
@@ -429,6 +430,10 @@ class ReportsError(ValueError):
     """An agentic reports file that is unreadable or does not match its use."""
 
 
+class ReportsMissing(ReportsError, ConditionUnavailable):
+    """No agent report (or not one for every item) in a prepared folder."""
+
+
 def agent_identity(client: ChatClient, settings: AgentSettings) -> dict[str, Any]:
     """What decides a report besides the item and the evidence: model, bounds, prompts, loop version."""
     prompts = hashlib.sha256((PLANNER_SYSTEM + "\n" + READER_SYSTEM).encode()).hexdigest()[:16]
@@ -538,7 +543,7 @@ def load_reports(folder: Path, item_ids: Sequence[str], prepared_fingerprint: st
     """
     path = folder / REPORTS_FILE
     if not path.is_file():
-        raise ReportsError(
+        raise ReportsMissing(
             f"{folder}: no {REPORTS_FILE}; build the agentic reports with `radsafe prepare --dataset ... "
             f"--corpus ... --agentic --agent-model ... --out {folder}`"
         )
@@ -551,7 +556,7 @@ def load_reports(folder: Path, item_ids: Sequence[str], prepared_fingerprint: st
     missing = [i for i in item_ids if i not in records]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ReportsError(
+        raise ReportsMissing(
             f"{path}: no report for {len(missing)} of {len(item_ids)} item(s) ({shown}); run the same "
             "`radsafe prepare ... --agentic` again to finish them (it resumes)"
         )

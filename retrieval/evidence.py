@@ -11,11 +11,12 @@ the backend's silent left-truncation.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lm_eval_radsafe.conditions import Condition
+from lm_eval_radsafe.conditions import Condition, ConditionUnavailable
 from lm_eval_radsafe.retrieval.packing import pack_budgets, padded_text, top_k_text
 from lm_eval_radsafe.retrieval.prepare import Prepared
 from lm_eval_radsafe.retrieval.tokenizers import HFTokenizer, get_tokenizer
@@ -28,7 +29,7 @@ MARGIN = 1000
 ANSWER_BUDGET = 4096
 
 
-class ConditionDoesNotFit(ValueError):
+class ConditionDoesNotFit(ConditionUnavailable):
     """The evaluated model's window cannot hold this condition's evidence."""
 
 
@@ -40,9 +41,17 @@ class ModelFacts:
     window: int
 
 
+#: ``--metadata`` key naming the evaluated model's tokenizer when the model args do not
+TOKENIZER_METADATA_KEY = "radsafe_tokenizer"
+
+
 def _model_source(metadata: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    name = metadata.get("tokenizer") or metadata.get("pretrained") or metadata.get("model")
-    extra = {"gguf_file": metadata["gguf_file"]} if metadata.get("gguf_file") and not metadata.get("tokenizer") else {}
+    """The tokenizer to load: ``radsafe_tokenizer`` (metadata), ``tokenizer`` or ``pretrained``
+    (model args). An API model's served name (``model=``) is never taken for one: it need not
+    name a tokenizer, and looking it up on the hub only waits for a timeout."""
+    explicit = metadata.get(TOKENIZER_METADATA_KEY) or metadata.get("tokenizer")
+    name = explicit or metadata.get("pretrained")
+    extra = {"gguf_file": metadata["gguf_file"]} if metadata.get("gguf_file") and not explicit else {}
     return (str(name) if name else None), extra
 
 
@@ -50,8 +59,13 @@ def _model_source(metadata: dict[str, Any]) -> tuple[str | None, dict[str, Any]]
 def _load_facts(name: str, gguf_file: str | None, window: int | None) -> ModelFacts:
     from transformers import AutoConfig, AutoTokenizer
 
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    try:  # a local folder or the hub cache first: no network wait when the files are here
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     if window is None:
         config = AutoConfig.from_pretrained(name, **kwargs)
         window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -63,15 +77,32 @@ def _load_facts(name: str, gguf_file: str | None, window: int | None) -> ModelFa
 
 
 def model_facts(metadata: dict[str, Any]) -> ModelFacts:
-    """The evaluated model's tokenizer and window, from the run's model arguments."""
+    """The evaluated model's tokenizer and window, from the run's model arguments.
+
+    Raises :class:`ConditionDoesNotFit` saying how to name a tokenizer when none is known or
+    the named one cannot be loaded.
+    """
     name, extra = _model_source(metadata)
     if not name:
         raise ConditionDoesNotFit(
-            "long-context conditions cut evidence with the evaluated model's tokenizer: pass "
-            "--model_args pretrained=... (or tokenizer=...) so the task can load it"
+            "no tokenizer of the evaluated model is known: pass pretrained=... or tokenizer=<folder or hub id> "
+            f"in --model_args, or --metadata '{{\"{TOKENIZER_METADATA_KEY}\": \"<folder or hub id>\"}}'"
         )
     window = metadata.get("max_model_len") or metadata.get("max_length")
-    return _load_facts(name, extra.get("gguf_file"), int(window) if window else None)
+    key = (name, extra.get("gguf_file"))
+    if key not in _UNLOADABLE:
+        try:
+            return _load_facts(name, extra.get("gguf_file"), int(window) if window else None)
+        except OSError as exc:  # remembered: every task of a run would wait for the same failure
+            _UNLOADABLE[key] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise ConditionDoesNotFit(
+        f"cannot load the tokenizer {name!r} ({_UNLOADABLE[key]}); pass a local folder as tokenizer=... or "
+        f"--metadata '{{\"{TOKENIZER_METADATA_KEY}\": \"<folder>\"}}'"
+    )
+
+
+#: tokenizers that failed to load in this process, with the first line of the error
+_UNLOADABLE: dict[tuple[str, str | None], str] = {}
 
 
 @lru_cache(maxsize=256)

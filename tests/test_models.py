@@ -91,13 +91,67 @@ def test_stock_backend_repeats_one_seed(fixture_data, server: JsonServer) -> Non
     assert len(server.requests) == 20
 
 
-def test_batched_requests_are_refused(server: JsonServer) -> None:
+def batched_letters(path: str, body: dict) -> dict:
+    """Completions with a list of prompts: one choice per prompt, letter by seed and prompt."""
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    choices = [
+        {"index": i, "text": f" {LETTERS[(int(body['seed']) + len(p)) % 3]}", "finish_reason": "stop"}
+        for i, p in enumerate(prompts)
+    ]
+    return {"id": "x", "object": "completion", "choices": choices}
+
+
+def test_batched_completions_keep_one_seed_per_repeat(fixture_data) -> None:
+    """Batches carry several prompts of one repeat round, so each repeat keeps its own seed."""
+    with JsonServer(batched_letters) as fake:
+        lm_eval.simple_evaluate(
+            model="radsafe-local-completions",
+            model_args=f"model=fake,base_url={fake.url}/completions,tokenizer_backend=None,batch_size=4",
+            tasks=["radsafe200_closed_book_sc"],
+            task_manager=task_manager(include_defaults=False),
+            limit=3,
+            bootstrap_iters=0,
+        )
+        seeds: dict[str, list[int]] = defaultdict(list)
+        for request in fake.requests:
+            for prompt in request["prompt"] if isinstance(request["prompt"], list) else [request["prompt"]]:
+                seeds[prompt].append(request["seed"])
+    assert len(seeds) == 3
+    assert any(isinstance(r["prompt"], list) and len(r["prompt"]) > 1 for r in fake.requests)
+    for got in seeds.values():
+        assert sorted(got) == list(range(1234, 1254))
+
+
+def test_seeds_do_not_depend_on_other_tasks_with_the_same_prompt(monkeypatch, server: JsonServer) -> None:
+    """The demo set under both families gives identical prompts; each task still gets seeds
+    1234..1253 per item, as it would alone."""
+    monkeypatch.setenv("RADSAFE_DATA", "demo")
+    lm_eval.simple_evaluate(
+        model="radsafe-local-chat-completions",
+        model_args=f"model=fake,base_url={server.url}/chat/completions,num_concurrent=4",
+        tasks=["radsafe200_closed_book_sc", "radsafe_demo_closed_book_sc"],
+        task_manager=task_manager(include_defaults=False),
+        apply_chat_template=True,
+        limit=2,
+        bootstrap_iters=0,
+    )
+    grouped = seeds_by_prompt(server.requests, "messages")
+    assert len(grouped) == 2
+    for seeds in grouped.values():
+        assert sorted(seeds) == sorted(list(range(1234, 1254)) * 2)
+
+
+def test_stock_backend_is_refused_for_sampled_tasks(fixture_data, server: JsonServer) -> None:
+    """`_sc` on lm-eval's own API backend stops before any request, naming ours."""
+    from lm_eval_radsafe.models import SamplingBackendError, check_sampling_backend
     from lm_eval.api.registry import get_model
 
-    with pytest.raises(ValueError, match="batch_size must be 1"):
-        get_model("radsafe-local-completions")(
-            model="fake",
-            base_url=f"http://127.0.0.1:{server.port}/v1/completions",
-            tokenizer_backend=None,
-            batch_size=8,
-        )
+    lm = get_model("local-chat-completions")(model="fake", base_url=f"{server.url}/chat/completions")
+    tasks = task_manager(include_defaults=False).load_task_or_group(["radsafe200_closed_book_sc"])
+    with pytest.raises(SamplingBackendError, match="--model radsafe-local-chat-completions"):
+        check_sampling_backend(lm, tasks)
+    greedy = task_manager(include_defaults=False).load_task_or_group(["radsafe200_closed_book"])
+    check_sampling_backend(lm, greedy)  # greedy tasks are fine on any backend
+    ours = get_model("radsafe-local-chat-completions")(model="fake", base_url=f"{server.url}/chat/completions")
+    check_sampling_backend(ours, tasks)
+    assert server.requests == []
