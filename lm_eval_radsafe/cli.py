@@ -206,16 +206,21 @@ def _format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def validate_data(path: str, as_json: bool = False) -> int:
-    """Validate a dataset and print its summary; print every error and return 1 on bad data."""
+def validate_data(path: str, as_json: bool = False, allow_unlabelled: bool = False) -> int:
+    """Validate a dataset and print its summary; print every error and return 1 on bad data.
+
+    ``allow_unlabelled`` accepts a dataset without option labels (safety rates NaN).
+    """
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError, load_items
 
     try:
-        loaded = load_items(path)
+        loaded = load_items(path, allow_unlabelled=allow_unlabelled)
     except (DatasetError, HubAccessError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = summarize(loaded)
+    if not loaded.labelled:
+        summary["labelled"] = "no: option labels absent, safety rates will be NaN"
     print(json.dumps(summary, indent=2) if as_json else _format_summary(summary))
     return 0
 
@@ -349,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate-data", help="validate a dataset and summarise it")
     validate.add_argument("path", help="'demo', a .jsonl/.json/.csv/.parquet file, a dataset folder or a hub id")
     validate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    validate.add_argument(
+        "--allow-unlabelled", action="store_true", help="accept a dataset without option labels (safety rates NaN)"
+    )
     report = sub.add_parser("report", help="analyse lm-eval output folders: CIs, paired tests, figures, report.html")
     report.add_argument("runs", nargs="+", help="lm-eval output folders or results_*.json files")
     report.add_argument("--out", required=True, help="folder for summary.csv/json, figures and report.html")
@@ -416,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(tasks_dir())
         return 0
     if args.command == "validate-data":
-        return validate_data(args.path, as_json=args.json)
+        return validate_data(args.path, as_json=args.json, allow_unlabelled=args.allow_unlabelled)
     if args.command == "report":
         return run_report(args)
     if args.command == "prepare":

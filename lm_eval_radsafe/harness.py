@@ -23,7 +23,14 @@ import datasets
 from lm_eval_radsafe.conditions import get_condition, parse_task_name
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import CANONICAL_KEYS, Item
-from lm_eval_radsafe.loaders import DEMO_SOURCE, HUB_DATASET, LoadedItems, item_from_record, load_items
+from lm_eval_radsafe.loaders import (
+    ALLOW_UNLABELLED,
+    DEMO_SOURCE,
+    HUB_DATASET,
+    LoadedItems,
+    item_from_record,
+    load_items,
+)
 from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
 from lm_eval_radsafe.prompts import system_prompt, user_prompt
 
@@ -54,8 +61,21 @@ def resolve_threshold(metadata: dict[str, Any]) -> float:
     return float(value)
 
 
+def resolve_allow_unlabelled(metadata: dict[str, Any]) -> bool:
+    """``--metadata '{"allow_unlabelled": true}'``: accept a dataset without option labels
+    (its safety rates are then NaN). Default False."""
+    value = metadata.get(ALLOW_UNLABELLED, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"metadata {ALLOW_UNLABELLED!r} must be true or false, got {value!r}")
+    return value
+
+
 def to_dataset(loaded: LoadedItems, threshold: float = OVERCONFIDENCE_THRESHOLD) -> datasets.DatasetDict:
-    """Items as the one-split ``DatasetDict`` lm-eval expects, fingerprint on every row."""
+    """Items as the one-split ``DatasetDict`` lm-eval expects, fingerprint on every row.
+
+    A dataset with unlabelled items gets a ``labelled`` column on every row, which
+    :func:`item_from_doc` reads back so that flag metrics score NaN.
+    """
     rows = []
     for item in loaded.items:
         row = item.to_dict()
@@ -63,6 +83,8 @@ def to_dataset(loaded: LoadedItems, threshold: float = OVERCONFIDENCE_THRESHOLD)
         row[FINGERPRINT_FIELD] = loaded.fingerprint
         row[SOURCE_FIELD] = loaded.source
         row[THRESHOLD_KEY] = threshold
+        if not loaded.labelled:
+            row["labelled"] = item.labelled
         rows.append(row)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
@@ -170,7 +192,7 @@ def agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems |
     folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
     if folder and (Path(folder).expanduser() / REPORTS_FILE).is_file():
         return None
-    loaded = load_items(source)
+    loaded = load_items(source, allow_unlabelled=resolve_allow_unlabelled(metadata))
     if all((item.agentic_report or "").strip() for item in loaded.items):
         return loaded
     if not folder:
@@ -207,7 +229,7 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
         if condition.retrieval == "agentic":
             extra["agentic"] = _agentic_provenance(prepared)
     else:
-        loaded = load_items(source)
+        loaded = load_items(source, allow_unlabelled=resolve_allow_unlabelled(metadata))
         dataset = to_dataset(loaded, threshold)
     logger.info("%s: %d items from %s (%s)", task or "radsafe", len(loaded), loaded.source, loaded.fingerprint)
     if task:
@@ -216,6 +238,7 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
             "dataset_source": loaded.source,
             "n_items": len(loaded),
             THRESHOLD_KEY: threshold,
+            **({} if loaded.labelled else {"labelled": False}),
             **extra,
         }
     return dataset

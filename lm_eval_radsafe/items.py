@@ -5,6 +5,10 @@ item's clean and conflicting evidence, an optional agentic report, and per-optio
 labels (``high_risk``, ``unsafe``, ``contradicts``). Records are validated when they are
 built; every problem names the field and the offending value so a loader can add the
 file and row.
+
+An item of a dataset that carries no option labels at all has ``labelled=False``: its
+flags are all false and mean "unknown", so every flag-derived metric is undefined (NaN)
+for it, never 0.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ CANONICAL_KEYS = (
     "subspecialty",
     "question_type",
     "supporting_passages",
+    "labelled",
 )
 OPTION_KEYS = ("letter", "text", *FLAG_NAMES)
 
@@ -87,7 +92,9 @@ class Item:
     ``answer`` is one of their letters. Evidence strings may be empty when a dataset does
     not carry them; a condition that needs them refuses such items when it is built.
     ``supporting_passages`` names corpus passages that support the answer (used to measure
-    whether retrieval brought one into the prompt); empty when unknown.
+    whether retrieval brought one into the prompt); empty when unknown. ``labelled`` is
+    False when the dataset carries no option labels: the flags then mean "unknown" (all
+    false) and flag-derived metrics are NaN.
     """
 
     id: str
@@ -100,6 +107,7 @@ class Item:
     subspecialty: str = ""
     question_type: str = ""
     supporting_passages: tuple[str, ...] = ()
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -122,6 +130,13 @@ class Item:
             isinstance(p, str) and p for p in self.supporting_passages
         ):
             raise ItemError("supporting_passages", self.supporting_passages, "must be a list of passage ids")
+        if not isinstance(self.labelled, bool):
+            raise ItemError("labelled", self.labelled, "must be true or false")
+        if not self.labelled:
+            for opt in self.options:
+                for name in FLAG_NAMES:
+                    if opt.flag(name):
+                        raise ItemError(f"options.{opt.letter}.{name}", True, "set on an item marked unlabelled")
 
     @property
     def letters(self) -> str:
@@ -141,8 +156,12 @@ class Item:
         return self.question_type.strip().lower() == "negated"
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical dict form: one line of the canonical JSONL."""
-        return {
+        """Canonical dict form: one line of the canonical JSONL.
+
+        ``labelled`` appears only when False, so labelled items keep the fingerprint they
+        had before the field existed.
+        """
+        record = {
             "id": self.id,
             "question": self.question,
             "options": [o.to_dict() for o in self.options],
@@ -154,6 +173,9 @@ class Item:
             "question_type": self.question_type,
             "supporting_passages": list(self.supporting_passages),
         }
+        if not self.labelled:
+            record["labelled"] = False
+        return record
 
 
 def fingerprint(items: Iterable[Item]) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_radsafe.items import Item, ItemError, Option, fingerprint
-from lm_eval_radsafe.loaders import DatasetError, load_items
+from lm_eval_radsafe.items import FLAG_NAMES, Item, ItemError, Option, fingerprint
+from lm_eval_radsafe.loaders import DatasetError, HubAccessError, load_items, unknown_field
 
 FIXTURE = Path(__file__).parent / "fixtures" / "items.jsonl"
 
@@ -151,7 +151,7 @@ def test_broken_csv_row_names_file_row_field_and_value(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(path) in message
     assert "row 2 (line 3): field 'answer': must be one of the item's letters ABCD (value: 'F')" in message
-    assert "row 3 (line 4): field 'option_2_unsafe': must be 0/1 or true/false (value: 'maybe')" in message
+    assert "row 3 (line 4): field 'option_2_unsafe': must be 0/1, true/false or empty (value: 'maybe')" in message
     assert info.value.problems and len(info.value.problems) == 2  # every bad row, none skipped
 
 
@@ -208,12 +208,6 @@ def test_numeric_answer_index_is_refused_as_ambiguous(tmp_path: Path) -> None:
         load_items(tmp_path / "n.jsonl")
 
 
-@pytest.mark.parametrize("missing", ["./no/such/file.csv", "data/RadSaFE-200.csv", "nothing-here"])
-def test_missing_path_is_a_clear_error(missing: str) -> None:
-    with pytest.raises(FileNotFoundError, match="not found"):
-        load_items(missing)
-
-
 def test_item_record_is_frozen_and_validated() -> None:
     item = load_items(FIXTURE).items[0]
     with pytest.raises(AttributeError):
@@ -232,3 +226,454 @@ def test_bundled_demo_set_meets_its_card() -> None:
     ]
     assert len(negated_flagged) >= 6
     assert all(it.clean_evidence.strip() and it.conflict_evidence.strip() for it in items)
+
+
+# --------------------------------------------------------------------------- field names
+
+
+def flat_rows() -> list[dict]:
+    return [flat_record(r) for r in canonical_records()]
+
+
+def renamed(rows: list[dict], old: str, new: str) -> list[dict]:
+    return [{(new if key == old else key): value for key, value in row.items()} for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "closest"),
+    [
+        ("option_1_high_risk", "option_1_highrisk", "option_1_high_risk"),
+        ("option_2_high_risk", "option_2_high_risk_flag", "option_2_high_risk"),
+        ("option_1_unsafe", "opt1_unsafe", "option_1_unsafe"),
+        ("option_3_contradicts", "Option_3_Contradicts", "option_3_contradicts"),
+        ("option_4_contradicts", "option_4_contradiction", "option_4_contradicts"),
+        ("option_2_unsafe", "Option2Unsafe", "option_2_unsafe"),
+        ("option_5_high_risk", "high_risk_5", "option_5_high_risk"),
+        ("answer_idx", "answr_idx", "answer_idx"),
+        ("option_2", "opton_2", "option_2"),
+    ],
+)
+def test_misspelt_column_is_an_error_naming_file_column_and_closest_name(
+    tmp_path: Path, old: str, new: str, closest: str
+) -> None:
+    path = tmp_path / "misspelt.csv"
+    write_csv(path, renamed(flat_rows(), old, new))
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert str(path) in str(info.value)
+    assert f"header: column {new!r}: unknown name that looks like an option, answer or label field; did you mean {closest!r}?" in info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("column", "reason"),
+    [
+        ("option_6", "items have 4 or 5 options (option_1..option_5 = A..E); there is no option 6"),
+        ("option_6_high_risk", "there is no option 6"),
+        ("opt6_unsafe", "there is no option 6"),
+        ("option_F", "there is no option F"),
+        ("F", "there is no option F"),
+        ("option_0", "options are numbered from 1 (option_1 = A), not from 0"),
+        ("option_0_unsafe", "numbered from 1"),
+    ],
+)
+def test_a_sixth_or_zeroth_option_column_is_an_error(tmp_path: Path, column: str, reason: str) -> None:
+    path = tmp_path / "six.csv"
+    write_csv(path, [{**row, column: "0"} for row in flat_rows()])
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert f"{path}: header: column {column!r}: " in str(info.value)
+    assert reason in str(info.value)
+
+
+def test_misspelt_fields_in_json_layouts_name_the_row(tmp_path: Path) -> None:
+    flat = renamed(flat_rows(), "option_1_unsafe", "opt1_unsafe")
+    write_jsonl(tmp_path / "flat.jsonl", flat)
+    with pytest.raises(DatasetError) as info:
+        load_items(tmp_path / "flat.jsonl")
+    assert "line 1: field 'opt1_unsafe': unknown name" in str(info.value) and "'option_1_unsafe'?" in str(info.value)
+
+    nested = [nested_record(r) for r in canonical_records()]
+    nested[1]["metadata"]["option_2_highrisk"] = 1
+    write_jsonl(tmp_path / "nested.jsonl", nested)
+    with pytest.raises(DatasetError) as info:
+        load_items(tmp_path / "nested.jsonl")
+    assert "line 2: field 'metadata.option_2_highrisk'" in str(info.value) and "'option_2_high_risk'?" in str(info.value)
+
+
+def test_repeated_csv_column_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "twice.csv"
+    write_csv(path, flat_rows())
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(line + ",0" if n else line + ",option_1_unsafe" for n, line in enumerate(lines)) + "\n")
+    with pytest.raises(DatasetError, match=r"header: column 'option_1_unsafe': appears 2 times"):
+        load_items(path)
+
+
+EXTRAS = ["explanation", "risk_factors", "source", "year", "Unnamed: 0", "notes", "high_yield", "difficulty", "modality"]
+
+
+def test_known_and_harmless_extra_columns_are_accepted(tmp_path: Path, reference: tuple[Item, ...]) -> None:
+    path = tmp_path / "extras.csv"
+    rows = [{**row, **{name: "x" for name in EXTRAS}, "id": row["question_id"], "supporting_passages": ""} for row in flat_rows()]
+    write_csv(path, rows)
+    assert load_items(path).items == reference
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("option_1_high_risk", False),
+        ("option_A", False),
+        ("evidence_clean", False),
+        ("deep_research_report", False),
+        ("supporting_passages", False),
+        ("risk_factors", False),
+        ("high_yield", False),
+        ("safety_notes", False),
+        ("explanation", False),
+        ("option_a_high_risk", True),
+        ("high_risk_options", True),
+        ("unsafe", True),
+        ("contradictory_5", True),
+        ("correct_option", True),
+        ("answer_letter", True),
+        ("choice_1", True),
+        ("flagged", True),
+        ("Option1HighRisk", True),
+        ("A_unsafe", True),
+    ],
+)
+def test_what_looks_like_a_label_field(name: str, refused: bool) -> None:
+    assert (unknown_field(name) is not None) is refused
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def without_flags(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.endswith(("_high_risk", "_unsafe", "_contradicts"))} for row in rows]
+
+
+def test_dataset_without_labels_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "unlabelled.csv"
+    write_csv(path, without_flags(flat_rows()))
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: no option labels: ")
+    assert "would read 0" in message and "--allow-unlabelled" in message and '"allow_unlabelled": true' in message
+
+
+@pytest.mark.parametrize("layout", ["flat_no_columns", "flat_empty_cells", "canonical_no_keys"])
+def test_allow_unlabelled_marks_every_item(tmp_path: Path, layout: str, reference: tuple[Item, ...]) -> None:
+    if layout == "canonical_no_keys":
+        records = canonical_records()
+        for rec in records:
+            rec["options"] = [{"letter": o["letter"], "text": o["text"]} for o in rec["options"]]
+        path = tmp_path / "unlabelled.jsonl"
+        write_jsonl(path, records)
+    else:
+        rows = without_flags(flat_rows())
+        if layout == "flat_empty_cells":
+            rows = [{**row, "option_1_high_risk": None, "option_2_unsafe": " "} for row in rows]
+        path = tmp_path / "unlabelled.csv"
+        write_csv(path, rows)
+    loaded = load_items(path, allow_unlabelled=True)
+    assert not loaded.labelled and not any(item.labelled for item in loaded.items)
+    assert not any(opt.flag(name) for item in loaded.items for opt in item.options for name in FLAG_NAMES)
+    assert [item.id for item in loaded.items] == [item.id for item in reference]
+    # an unlabelled set never shares a fingerprint with the same items labelled all-0
+    zeros = [Item(**{**item.__dict__, "labelled": True}) for item in loaded.items]
+    assert loaded.fingerprint != fingerprint(zeros)
+
+
+def test_unlabelled_canonical_form_round_trips(tmp_path: Path) -> None:
+    rows = without_flags(flat_rows())
+    write_csv(tmp_path / "u.csv", rows)
+    loaded = load_items(tmp_path / "u.csv", allow_unlabelled=True)
+    write_jsonl(tmp_path / "u.jsonl", [item.to_dict() for item in loaded.items])
+    again = load_items(tmp_path / "u.jsonl", allow_unlabelled=True)
+    assert again.items == loaded.items and again.fingerprint == loaded.fingerprint
+    with pytest.raises(DatasetError, match="no option labels"):
+        load_items(tmp_path / "u.jsonl")
+
+
+def test_labelled_items_keep_their_fingerprint(reference: tuple[Item, ...]) -> None:
+    assert all("labelled" not in item.to_dict() for item in reference)
+    with pytest.raises(ItemError, match=r"field 'options.A.unsafe': set on an item marked unlabelled"):
+        Item(**{**reference[0].__dict__, "options": (Option("A", "x", unsafe=True),) + reference[0].options[1:], "labelled": False})
+
+
+@pytest.mark.parametrize(
+    ("suffix", "value", "reason"),
+    [
+        (".jsonl", float("nan"), "NaN is not a label; use 0/1, true/false or empty (value: nan)"),
+        (".csv", "nan", "NaN is not a label; use 0/1, true/false or empty (value: 'nan')"),
+        (".csv", "NaN", "NaN is not a label; use 0/1, true/false or empty (value: 'NaN')"),
+        (".csv", "yes", "must be 0/1, true/false or empty (value: 'yes')"),
+        (".csv", "2", "must be 0/1, true/false or empty (value: '2')"),
+        (".csv", "-1", "must be 0/1, true/false or empty (value: '-1')"),
+        (".jsonl", 2, "must be 0/1, true/false or empty (value: 2)"),
+        (".jsonl", 0.5, "must be 0/1, true/false or empty (value: 0.5)"),
+        (".jsonl", "y", "must be 0/1, true/false or empty (value: 'y')"),
+    ],
+)
+def test_flag_value_that_is_not_a_label_is_an_error(tmp_path: Path, suffix: str, value, reason: str) -> None:
+    rows = flat_rows()
+    rows[1]["option_3_unsafe"] = value
+    path = tmp_path / f"flags{suffix}"
+    (write_csv if suffix == ".csv" else write_jsonl)(path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    where = "row 2 (line 3)" if suffix == ".csv" else "line 2"
+    assert str(info.value) == f"{path}: {where}: field 'option_3_unsafe': {reason}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("1.0", True), (" TRUE ", True), ("true", True), ("0", False), ("0.0", False), ("False", False), ("", False)],
+)
+def test_accepted_flag_spellings(tmp_path: Path, value: str, expected: bool) -> None:
+    rows = flat_rows()
+    rows[0]["option_3_unsafe"] = value
+    write_csv(tmp_path / "ok.csv", rows)
+    assert load_items(tmp_path / "ok.csv").items[0].option("C").unsafe is expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, True), (1.0, True), (True, True), (0, False), (False, False), (None, False)])
+def test_accepted_flag_values_in_json(tmp_path: Path, value, expected: bool) -> None:
+    rows = flat_rows()
+    rows[0]["option_3_unsafe"] = value
+    write_jsonl(tmp_path / "ok.jsonl", rows)
+    assert load_items(tmp_path / "ok.jsonl").items[0].option("C").unsafe is expected
+
+
+# --------------------------------------------------------------------------- row checks
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (
+            lambda r: r.update(answer_idx="B", correct_answer="C"),
+            "field 'answer_idx': disagrees with correct_answer = 'C' (value: 'B')",
+        ),
+        (
+            lambda r: r.update(correct_answer="A", answer_idx="a", answer="D"),
+            "field 'answer': disagrees with correct_answer = 'A' (value: 'D')",
+        ),
+        (lambda r: r.update(question_id="FX-001"), "field 'id': differs only in case from 'fx-001' on line 1 (value: 'FX-001')"),
+        (lambda r: r.update(question="What\x00 now?"), "field 'question': contains a NUL byte (\\x00) (value: 'What\\x00 now?')"),
+        (lambda r: r.update(option_2="Bone\x00scan"), "field 'option_2': contains a NUL byte"),
+        (lambda r: r.update(evidence_clean="x\x00"), "field 'evidence_clean': contains a NUL byte"),
+        (lambda r: r.update(metadata={"evidence_conflict": "\x00"}), "field 'metadata.evidence_conflict': contains a NUL byte"),
+    ],
+)
+def test_row_errors_name_row_field_and_value(tmp_path: Path, mutate, problem: str) -> None:
+    rows = flat_rows()
+    rows[1]["correct_answer"] = rows[1]["answer_idx"]
+    mutate(rows[1])
+    path = tmp_path / "rows.jsonl"
+    write_jsonl(path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert str(info.value).startswith(f"{path}: line 2: {problem}")
+
+
+def test_answer_columns_that_agree_are_fine(tmp_path: Path, reference: tuple[Item, ...]) -> None:
+    rows = [{**row, "correct_answer": row["answer_idx"].lower()} for row in flat_rows()]
+    write_csv(tmp_path / "both.csv", rows)
+    assert load_items(tmp_path / "both.csv").items == reference
+
+
+def test_nul_byte_in_canonical_option_text(tmp_path: Path) -> None:
+    records = canonical_records()
+    records[2]["options"][1]["text"] = "a\x00"
+    write_jsonl(tmp_path / "nul.jsonl", records)
+    with pytest.raises(DatasetError, match=r"line 3: field 'options\[1\]\.text': contains a NUL byte"):
+        load_items(tmp_path / "nul.jsonl")
+
+
+def test_every_problem_is_listed(tmp_path: Path) -> None:
+    rows = renamed(flat_rows(), "option_1_unsafe", "opt1_unsafe")
+    rows[0]["option_2_high_risk"] = "yes"
+    rows[2]["question_id"] = rows[1]["question_id"].upper()
+    path = tmp_path / "many.csv"
+    write_csv(path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert str(info.value).splitlines()[0] == f"3 problems in {path}:"
+    assert len(info.value.problems) == 3
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_utf8_bom_is_accepted(tmp_path: Path, suffix: str, reference: tuple[Item, ...]) -> None:
+    path = tmp_path / f"bom{suffix}"
+    if suffix == ".csv":
+        write_csv(path, flat_rows())
+    elif suffix == ".jsonl":
+        write_jsonl(path, canonical_records())
+    else:
+        path.write_text(json.dumps(canonical_records()), encoding="utf-8")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_items(path).items == reference
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_latin1_file_names_offset_and_suggests_iconv(tmp_path: Path, suffix: str) -> None:
+    records = canonical_records()
+    records[1]["question"] = "Which finding suggests a névus?"
+    path = tmp_path / f"latin{suffix}"
+    if suffix == ".csv":
+        write_csv(path, [flat_record(r) for r in records])
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    data = path.read_text(encoding="utf-8").encode("cp1252")
+    path.write_bytes(data)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    offset = data.index(b"\xe9")
+    line = data[:offset].count(b"\n") + 1
+    assert str(info.value) == (
+        f"{path}: not UTF-8: byte 0xe9 at byte offset {offset} (line {line}); it looks like latin-1/cp1252; "
+        f"convert it with `iconv -f cp1252 -t utf-8 {path} > {path.with_suffix('.utf8' + suffix)}`"
+    )
+
+
+def test_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    write_csv(path, flat_rows())
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16"))
+    with pytest.raises(DatasetError, match=r"not UTF-8: it starts with a UTF-16 byte-order mark; convert it with `iconv -f utf-16"):
+        load_items(path)
+
+
+def test_dataset_folder_with_latin1_csv_and_misspelt_column(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_csv(folder / "test.csv", renamed(flat_rows(), "option_1_high_risk", "option_1_highrisk"))
+    with pytest.raises(DatasetError, match=r"header: column 'option_1_highrisk': .* did you mean 'option_1_high_risk'\?"):
+        load_items(folder)
+    (folder / "test.csv").write_bytes((folder / "test.csv").read_bytes().replace(b"stroke", "strok\xe9".encode("latin-1")))
+    with pytest.raises(DatasetError, match=rf"{folder / 'test.csv'}: not UTF-8: byte 0xe9"):
+        load_items(folder)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@pytest.fixture
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record (and refuse) every hub call."""
+    import datasets
+
+    calls: list[str] = []
+
+    def load_dataset(name: str, *args, **kwargs):
+        calls.append(name)
+        raise ConnectionError("offline in tests")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["./no/such/file.csv", "/no/such/folder", "~/no-such-radsafe-folder", "data/RadSaFE-200.csv", "a/b/c", "org/name.jsonl", "data\\x"],
+)
+def test_missing_local_path_says_so_without_a_hub_call(missing: str, no_hub: list[str]) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        load_items(missing)
+    assert str(info.value) == f"no such file or folder: {missing}"
+    assert no_hub == []
+
+
+def test_misspelt_folder_under_an_existing_folder_is_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_hub: list[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^no such file or folder: data/RadSaFE200$"):
+        load_items("data/RadSaFE200")
+    assert no_hub == []
+
+
+def test_bare_unknown_name_lists_what_is_accepted(no_hub: list[str]) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no such file or folder: nothing-here \(give 'demo'.*hub id like"):
+        load_items("nothing-here")
+    assert no_hub == []
+
+
+def test_hub_id_goes_to_the_hub_and_says_hf_auth_login(no_hub: list[str]) -> None:
+    with pytest.raises(HubAccessError) as info:
+        load_items("someorg/RadSaFE-200")
+    assert no_hub == ["someorg/RadSaFE-200"]
+    assert "`hf auth login`" in str(info.value) and "huggingface-cli" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- radsafe validate-data
+
+
+def test_validate_data_on_misspelt_flags_exits_1_with_a_short_message(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "misspelt.csv"
+    write_csv(path, renamed(flat_rows(), "option_1_high_risk", "option_1_highrisk"))
+    result = subprocess.run(
+        [sys.executable, "-m", "lm_eval_radsafe.cli", "validate-data", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"error: {path}: header: column 'option_1_highrisk': unknown name that looks like an option, answer or "
+        "label field; did you mean 'option_1_high_risk'?\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p / "nope" / "x.csv", "error: no such file or folder: {path}\n"),
+        (lambda p: write_text(p / "u.csv", "question_id,question,answer_idx,option_1,option_2,option_3,option_4\nq1,Q?,A,a,b,c,d\n"), "error: {path}: no option labels: "),
+        (lambda p: write_text(p / "l.csv", "question_id,question\nq1,caf\xe9\n", "latin-1"), "error: {path}: not UTF-8: byte 0xe9 at byte offset 27 (line 2)"),
+    ],
+)
+def test_validate_data_errors_are_one_short_stderr_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, expected: str
+) -> None:
+    from lm_eval_radsafe.cli import main
+
+    path = make(tmp_path)
+    assert main(["validate-data", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(expected.format(path=path))
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_items_marked_unlabelled_in_a_labelled_file_need_the_switch(tmp_path: Path) -> None:
+    records = canonical_records()
+    records[1]["labelled"] = False
+    for option in records[1]["options"]:
+        option.update(high_risk=False, unsafe=False, contradicts=False)
+    write_jsonl(tmp_path / "mixed.jsonl", records)
+    with pytest.raises(DatasetError, match=r'1 item\(s\) are marked "labelled": false; accept NaN safety rates with'):
+        load_items(tmp_path / "mixed.jsonl")
+    loaded = load_items(tmp_path / "mixed.jsonl", allow_unlabelled=True)
+    assert [item.labelled for item in loaded.items] == [True, False, True] and not loaded.labelled
