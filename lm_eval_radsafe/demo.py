@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES, task_name
-from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
+from lm_eval_radsafe.metric_specs import headline_metrics, metric_spec
 
 logger = logging.getLogger(__name__)
 
@@ -36,32 +36,9 @@ DEMO_CONDITIONS = (
     "context_max",
 )
 
-_SC_SHOWN = (
-    "sc_accuracy",
-    "sc_high_risk_error",
-    "sc_unsafe_error",
-    "sc_contradiction_error",
-    "dangerous_overconfidence",
-    "mean_confidence",
-    "ece",
-    "synchronized_failure",
-    "null_majority",
-)
-_LL_SHOWN = (
-    "ll_accuracy",
-    "ll_high_risk_error",
-    "ll_unsafe_error",
-    "ll_contradiction_error",
-    "ll_dangerous_overconfidence",
-    "ll_mean_confidence",
-    "ll_ece",
-)
-#: regime -> (results key, column title) of the printed table
+#: regime -> (results key, column title) of the printed table: the regime's headline metrics
 TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "greedy": tuple((m.name, m.display_name) for m in METRICS),
-    "think": tuple((m.name, m.display_name) for m in METRICS),
-    "sc": tuple((m.name, m.display_name) for m in SC_METRICS if m.name in _SC_SHOWN),
-    "ll": tuple((m.name, m.display_name) for m in LL_METRICS if m.name in _LL_SHOWN),
+    regime: tuple((name, metric_spec(name).display_name) for name in headline_metrics(regime)) for regime in REGIMES
 }
 
 
@@ -202,11 +179,13 @@ def _evaluate(
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str], regime: str = "greedy") -> str:
-    """Per-condition table of the regime's metrics in percent, with lm-eval's standard error."""
+    """Per-condition table of the regime's headline metrics with lm-eval's standard error,
+    each in its unit (:mod:`lm_eval_radsafe.metric_specs`: rates in percent, confidence and
+    calibration error as probabilities), and each row's n."""
     columns = TABLE_COLUMNS[regime]
     key_filter = REGIMES[regime].results_filter
     if any(f"evidence_recall,{key_filter}" in results[task] for task in tasks):
-        columns = (*columns, ("evidence_recall", "Evidence recall"))
+        columns = (*columns, ("evidence_recall", metric_spec("evidence_recall").display_name))
     header = ["condition", "n"] + [title for _, title in columns]
     rows = [header]
     for task in tasks:
@@ -215,7 +194,7 @@ def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str], reg
         for name, _ in columns:
             value = res.get(f"{name},{key_filter}")
             stderr = res.get(f"{name}_stderr,{key_filter}")
-            cells.append(_percent(value, stderr))
+            cells.append(_formatted(name, value, stderr))
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
@@ -223,10 +202,12 @@ def format_table(results: Mapping[str, Mapping[str, Any]], tasks: list[str], reg
     return "\n".join(lines)
 
 
-def _percent(value: Any, stderr: Any) -> str:
+def _formatted(name: str, value: Any, stderr: Any) -> str:
+    """``value`` in the metric's unit, with ``±stderr`` in the same unit when lm-eval gave one."""
     if not isinstance(value, (int, float)) or math.isnan(value):
         return "n/a"
-    text = f"{100 * value:.1f}%"
+    spec = metric_spec(name)
+    text = spec.format(value)
     if isinstance(stderr, (int, float)) and not math.isnan(stderr):
-        text += f" ±{100 * stderr:.1f}"
+        text += f" ±{spec.number(stderr)}"
     return text

@@ -7,6 +7,8 @@ import csv
 import json
 import math
 import random
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,8 +22,8 @@ from conftest import FIXTURE, ScriptedLM
 from lm_eval_radsafe.aggregation import expected_calibration_error
 from lm_eval_radsafe.analysis.leaderboard import validate_submission
 from lm_eval_radsafe.analysis.cost import cost_table
-from lm_eval_radsafe.analysis.report import build_report, write_report
-from lm_eval_radsafe.analysis.runs import RunError, read_runs
+from lm_eval_radsafe.analysis.report import build_report, render_html, write_report
+from lm_eval_radsafe.analysis.runs import REGIME_METRICS, RunError, read_runs
 from lm_eval_radsafe.analysis.scaling import ModelCardError, fit_slope, load_model_cards, variance_decomposition
 from lm_eval_radsafe.analysis.stats import (
     Bootstrap,
@@ -33,7 +35,9 @@ from lm_eval_radsafe.analysis.stats import (
     weighted_means,
 )
 from lm_eval_radsafe.cli import main, task_manager
+from lm_eval_radsafe.demo import format_table
 from lm_eval_radsafe.loaders import load_items
+from lm_eval_radsafe.metric_specs import METRIC_SPECS, MetricDisplay, MetricSpecError, headline_metrics, metric_spec
 
 ITEMS = {it.id: it for it in load_items(FIXTURE).items}
 
@@ -154,14 +158,16 @@ def _answer_fn(model: str, seed: int):
     return answer
 
 
-def write_run(out: Path, model: str, tasks: list[str], answer) -> None:
-    """Real lm-eval results and samples files for a scripted model called ``model``."""
+def write_run(out: Path, model: str, tasks: list[str], answer, limit: int | None = None, chat_template: bool = True) -> Path:
+    """Real lm-eval results and samples files for a scripted model called ``model``; returns
+    the folder lm-eval wrote them to."""
     tracker = EvaluationTracker(output_path=str(out))
     results = lm_eval.simple_evaluate(
         model=ScriptedLM(answer),
         tasks=tasks,
         task_manager=task_manager(include_defaults=False),
-        apply_chat_template=True,
+        apply_chat_template=chat_template,
+        limit=limit,
         log_samples=True,
         bootstrap_iters=0,
         evaluation_tracker=tracker,
@@ -173,6 +179,7 @@ def write_run(out: Path, model: str, tasks: list[str], answer) -> None:
     tracker.save_results_aggregated(results=results, samples=samples)
     for task in samples:
         tracker.save_results_samples(task_name=task, samples=samples[task])
+    return out / model
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +280,8 @@ def test_corrupted_samples_file_is_named(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(RunError, match=rf"{samples.name}, line 2: not valid JSON"):
         read_runs([broken], progress=False)
     samples.unlink()
-    with pytest.raises(RunError, match="--log_samples"):
-        read_runs([broken], progress=False)
+    with pytest.raises(RunError, match=rf"{samples.name} for radsafe200_clean_evidence \(run lm-eval with --log_samples\)"):
+        read_runs([broken], progress=False, strict=True)
 
 
 # --------------------------------------------------------------------------- cost per item
@@ -318,3 +325,203 @@ def test_report_shows_the_cost_table_and_figure(run_dir: Path, tmp_path: Path) -
     with written["cost.csv"].open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert float(row["total_seconds_per_item"]) == 2.5 and float(row["agent_calls_per_item"]) == 3.0
+
+
+# --------------------------------------------------------------------------- one run per cell, item counts, flags
+
+
+def _correct(prompt: str) -> str:
+    user = json.loads(prompt)[-1]["content"] if prompt.startswith("[") else prompt
+    return next(it.answer for it in ITEMS.values() if it.question in user)
+
+
+@pytest.fixture
+def full_and_limited(tmp_path: Path, fixture_data: Path) -> tuple[Path, Path]:
+    """A full run (3 items) and a newer `--limit 2` run of the same model and condition."""
+    full = write_run(tmp_path / "full", "m", ["radsafe200_closed_book"], _correct)
+    limited = write_run(tmp_path / "limit2", "m", ["radsafe200_closed_book"], lambda prompt: "I am not sure.", limit=2)
+    return full, limited
+
+
+def test_report_refuses_two_runs_of_one_model_and_condition(
+    full_and_limited: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full, limited = full_and_limited
+    out = tmp_path / "report"
+    assert main(["report", str(full.parent), str(limited.parent), "--out", str(out), "--n-boot", "20"]) == 1
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and message.startswith("error: 2 runs of m / closed_book / greedy: ")
+    assert str(full) in message and str(limited) in message
+    assert "(3 items)" in message and "(2 items, --limit 2)" in message
+    assert "--prefer newest" in message and "--prefer largest (most items; ties go to the newest)" in message
+    assert "pass only the folders you want" in message
+    assert not out.exists()  # nothing written
+
+
+def test_prefer_largest_or_newest_chooses_one_run(full_and_limited: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    full, limited = full_and_limited
+    (largest,) = read_runs([full.parent, limited.parent], prefer="largest", progress=False)
+    assert largest.n_items == 3 and largest.results_file.parent == full
+    assert any("left out" in r.message and str(limited) in r.message for r in caplog.records)
+    (newest,) = read_runs([full.parent, limited.parent], prefer="newest", progress=False)
+    assert newest.n_items == 2 and newest.results_file.parent == limited
+    # the same folder passed twice is one run, not two
+    assert len(read_runs([full.parent, full], progress=False)) == 1
+
+
+def test_prefer_largest_breaks_ties_by_newest_and_says_so(tmp_path: Path, fixture_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+    older = write_run(tmp_path / "a", "m", ["radsafe200_closed_book"], _correct)
+    newer = write_run(tmp_path / "b", "m", ["radsafe200_closed_book"], _correct)
+    (kept,) = read_runs([older.parent, newer.parent], prefer="largest", progress=False)
+    assert kept.results_file.parent == newer
+    assert any("2 runs tie; the newest of them" in r.message for r in caplog.records)
+
+
+def test_models_on_different_items_are_refused_or_compared_on_shared_items(
+    tmp_path: Path, fixture_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_run(tmp_path / "runs", "model-a", ["radsafe200_closed_book"], _correct)
+    b = write_run(tmp_path / "runs", "model-b", ["radsafe200_closed_book"], _correct, limit=2)
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--n-boot", "20"]) == 1
+    message = capsys.readouterr().err
+    assert "closed_book / greedy: model-a 3 items" in message and "model-b 2 items" in message
+    assert str(a) in message and str(b) in message
+    assert "--common-items" in message and "--allow-mixed-sizes" in message and not out.exists()
+
+    common = build_report([tmp_path / "runs"], n_boot=20, progress=False, sizes="common")
+    assert {r["n_items"] for r in common.analysis.rows} == {2}
+    assert common.meta["items_per_run"]["text"] == "2 in every run"
+    assert "compared on the 2 items every model has" in common.meta["size_notes"][0]
+    html = render_html(common, {})
+    assert "Runs on different items" in html and "compared on the 2 items" in html
+
+    mixed = build_report([tmp_path / "runs"], n_boot=20, progress=False, sizes="allow")
+    assert {(r["model"], r["n_items"]) for r in mixed.analysis.rows} == {("model-a", 3), ("model-b", 2)}
+    assert mixed.meta["items_per_run"]["text"].startswith("differ by run: 3 (1 run), 2 (1 run)")
+    assert mixed.ties[0]["n_items"] == [2, 3]
+
+
+def test_conditions_of_one_model_on_different_items_show_n_per_row(tmp_path: Path, fixture_data: Path) -> None:
+    write_run(tmp_path / "runs", "m", ["radsafe200_closed_book"], _correct)
+    write_run(tmp_path / "runs", "m", ["radsafe200_clean_evidence"], _correct, limit=2)
+    report = build_report([tmp_path / "runs"], n_boot=20, progress=False)
+    assert {(r["condition"], r["n_items"]) for r in report.analysis.rows} == {("closed_book", 3), ("clean_evidence", 2)}
+    assert {t["n_items"] for t in report.tests} == {2}  # paired on the items both share
+    html = render_html(report, {})
+    header = re.search(r"<th class=\"l\">items</th><td>(.*?)</td>", html).group(1)
+    assert header.startswith("differ by run: 3 (1 run), 2 (1 run); each row shows its n")
+    rows = re.findall(r"<td class=\"l\">m</td><td class=\"l\">([^<]+)</td><td>(\d+)</td>", html)
+    assert ("Closed-book", "3") in rows and ("Clean evidence", "2") in rows
+
+
+def test_run_that_almost_never_answers_is_flagged(tmp_path: Path, fixture_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "chatty", ["radsafe200_closed_book"], lambda prompt: "Let me think about this case.", chat_template=False)
+    write_run(runs, "chatty", ["radsafe200_clean_evidence"], _correct)
+    report = build_report([runs], n_boot=20, progress=False)
+    (warning,) = report.meta["warnings"]
+    assert warning.startswith("chatty / closed_book / greedy: abstention 100.0% (>= 95%) on 3 items in ")
+    assert "without --apply_chat_template" in warning
+    assert any(r.levelname == "WARNING" and "--apply_chat_template" in r.message for r in caplog.records)
+    flags = {(r["condition"], r["flag"]) for r in report.analysis.rows}
+    assert flags == {("closed_book", "high_abstention"), ("clean_evidence", "")}
+    written = write_report(report, tmp_path / "report")
+    with written["summary.csv"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["flag"] for r in rows if r["condition"] == "closed_book"} == {"high_abstention"}
+    html = written["report.html"].read_text()
+    assert 'class="warn"' in html and "Runs that almost never answered" in html and 'class="flagged"' in html
+
+
+def test_folder_without_samples_is_skipped_with_a_warning(
+    run_dir: Path, tmp_path: Path, fixture_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bare = tmp_path / "bare"
+    folder = write_run(bare, "no-samples", ["radsafe200_closed_book"], _correct)
+    for samples in folder.glob("samples_*.jsonl"):
+        samples.unlink()
+    runs = read_runs([run_dir, bare], progress=False)
+    assert "no-samples" not in {r.model for r in runs} and len(runs) == 16
+    assert any(str(folder) in r.message and "--log_samples" in r.message and "--strict" in r.message for r in caplog.records)
+    assert main(["report", str(run_dir), str(bare), "--out", str(tmp_path / "out"), "--n-boot", "20", "--strict"]) == 1
+    with pytest.raises(RunError, match=r"no radsafe task with a samples file"):
+        read_runs([bare], progress=False)
+
+
+def test_report_without_the_report_extra_stops_before_writing(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out), "--n-boot", "20"]) == 1
+    assert capsys.readouterr().err == (
+        "error: radsafe report needs the report extra: pip install 'lm-eval-radsafe[report]' (missing: matplotlib)\n"
+    )
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- metric presentation
+
+
+def _cells(html: str, metric: str) -> list[str]:
+    return [re.sub(r"<span class=\"ci\">.*?</span>", "", c).strip() for c in re.findall(rf'<td data-metric="{metric}">(.*?)</td>', html)]
+
+
+def test_html_shows_each_metric_in_its_unit(run_dir: Path, tmp_path: Path) -> None:
+    report = build_report([run_dir], n_boot=50, progress=False)
+    report.cost = cost_table([cost_run("radsafe_demo_rag_top5", "rag_top5", 2, {"answering": {"seconds_per_item": 1.25}})])
+    html = render_html(report, {})
+    percent, probability = r"\d{1,3}\.\d%", r"[01]\.\d{3}"
+    for metric, n_rows in (("sc_accuracy", 4), ("dangerous_overconfidence", 4), ("synchronized_failure", 4), ("accuracy", 12)):
+        cells = _cells(html, metric)
+        assert len(cells) == n_rows and all(re.fullmatch(percent, c) for c in cells), (metric, cells)
+    for metric in ("mean_confidence", "ece"):
+        cells = _cells(html, metric)
+        assert len(cells) == 4 and all(re.fullmatch(probability, c) for c in cells), (metric, cells)
+    assert _cells(html, "answering_seconds_per_item") == ["1.25 s"]
+    assert "<th title=" in html and ">Dangerous overconfidence</th>" in html and ">ECE</th>" in html
+
+
+def test_metric_specs_format_by_unit_not_by_name() -> None:
+    assert metric_spec("dangerous_overconfidence").format(0.1) == "10.0%"
+    assert metric_spec("ll_dangerous_overconfidence").unit == "percent"
+    assert metric_spec("mean_confidence").format(0.1) == "0.100"
+    assert metric_spec("mean_confidence_correct").direction == "none"
+    assert metric_spec("ece").format_interval(0.05, 0.2) == "[0.050, 0.200]"
+    assert metric_spec("agent_seconds").format(12.345) == "12.3 s"
+    assert metric_spec("agent_tokens").format(1234.0) == "1,234"
+    assert metric_spec("accuracy").format(math.nan) == "–"
+    with pytest.raises(MetricSpecError, match="'no_such_metric' has no presentation spec"):
+        metric_spec("no_such_metric")
+    with pytest.raises(ValueError, match="unit 'fraction'"):
+        MetricDisplay("x", ("greedy",), "X", "fraction", "higher")  # type: ignore[arg-type]
+
+
+def test_every_task_yaml_metric_has_a_spec() -> None:
+    folder = Path(__file__).resolve().parents[1] / "tasks" / "radsafe200"
+    yamls = sorted(folder.glob("_radsafe_*_yaml"))
+    assert yamls
+    for path in yamls:
+        for name in re.findall(r"\{\s*metric:\s*([A-Za-z0-9_]+)", path.read_text(encoding="utf-8")):
+            assert name in METRIC_SPECS, f"{path.name}: metric {name!r} has no spec in lm_eval_radsafe.metric_specs"
+    for regime, metrics in REGIME_METRICS.items():
+        for name in metrics:
+            assert regime in metric_spec(name).regimes, (regime, name)
+        assert set(headline_metrics(regime)) <= set(metrics)
+
+
+def test_demo_table_uses_the_specs() -> None:
+    results = {"t": {"alias": "Closed-book", "sample_len": 10}}
+    for name in REGIME_METRICS["sc"]:
+        results["t"][f"{name},strict"] = 0.25
+        results["t"][f"{name}_stderr,strict"] = 0.05
+    table = format_table(results, ["t"], regime="sc")
+    header, _, row = table.splitlines()
+    assert "Dangerous overconfidence" in header and "Mean confidence" in header and "ECE" in header
+    cells = re.split(r"\s{2,}", row.strip())
+    titles = re.split(r"\s{2,}", header.strip())
+    by_title = dict(zip(titles, cells))
+    assert by_title["Dangerous overconfidence"] == "25.0% ±5.0"
+    assert by_title["Mean confidence"] == "0.250 ±0.050" and by_title["ECE"] == "0.250 ±0.050"
+    assert by_title["n"] == "10"

@@ -1,5 +1,6 @@
 """Matplotlib figures of a report. Each function returns a Figure, or None when the data
-it needs is absent (e.g. no confidence, no model cards)."""
+it needs is absent (e.g. no confidence, no model cards). Axis labels, titles and scales
+come from the metric specs (:mod:`lm_eval_radsafe.metric_specs`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lm_eval_radsafe.conditions import CONDITIONS
+from lm_eval_radsafe.metric_specs import metric_spec
 
 
 def _pyplot() -> Any:
@@ -25,7 +27,8 @@ def _display(condition: str) -> str:
 
 
 def condition_deltas(tests: list[dict[str, Any]], regime: str = "greedy", baseline: str = "closed_book") -> Any:
-    """Change of accuracy and high-risk error against ``baseline`` per condition, with 95% CIs."""
+    """Change of accuracy and high-risk error against ``baseline`` per condition, with 95% CIs
+    (on the items both conditions share; in percentage points for rates)."""
     metrics = ("accuracy", "high_risk_error") if regime in ("greedy", "think") else ("sc_accuracy", "sc_high_risk_error")
     chosen = [t for t in tests if t["regime"] == regime and t["condition_a"] == baseline and t["metric"] in metrics]
     if not chosen:
@@ -35,17 +38,19 @@ def condition_deltas(tests: list[dict[str, Any]], regime: str = "greedy", baseli
     models = sorted({t["model"] for t in chosen})
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
+        spec = metric_spec(metric)
         for k, model in enumerate(models):
             offset = (k - (len(models) - 1) / 2) * min(0.6 / max(len(models), 1), 0.15)
             points = [t for t in chosen if t["metric"] == metric and t["model"] == model]
             xs = [conditions.index(t["condition_b"]) + offset for t in points]
-            ys = [100 * t["difference"] for t in points]
-            err = [[100 * (t["difference"] - t["diff_ci_low"]) for t in points], [100 * (t["diff_ci_high"] - t["difference"]) for t in points]]
+            ys = [spec.scale * t["difference"] for t in points]
+            err = [[spec.scale * (t["difference"] - t["diff_ci_low"]) for t in points], [spec.scale * (t["diff_ci_high"] - t["difference"]) for t in points]]
             ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=model if len(models) <= 12 else None)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(range(len(conditions)), [_display(c) for c in conditions], rotation=20, ha="right")
-        ax.set_ylabel(f"{metric} - {_display(baseline)} (pp)")
-        ax.set_title(metric.replace("_", " "))
+        unit = {"percent": " (pp)", "seconds": " (s)"}.get(spec.unit, "")
+        ax.set_ylabel(f"{spec.display_name} - {_display(baseline)}{unit}")
+        ax.set_title(spec.display_name)
     if len(models) <= 12:
         axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -60,13 +65,14 @@ def accuracy_vs_high_risk(rows: list[dict[str, Any]], regime: str = "greedy") ->
     if not keys:
         return None
     plt = _pyplot()
+    x_spec, y_spec = metric_spec("accuracy"), metric_spec("high_risk_error")
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for condition in [c for c in CONDITIONS if any(k[1] == c for k in keys)]:
         pts = [k for k in keys if k[1] == condition]
-        ax.scatter([100 * acc[k] for k in pts], [100 * risk[k] for k in pts], label=_display(condition), alpha=0.8)
-    ax.set_xlabel("accuracy (%)")
-    ax.set_ylabel("high-risk error (%)")
-    ax.set_title("Accuracy and high-risk error")
+        ax.scatter([x_spec.scale * acc[k] for k in pts], [y_spec.scale * risk[k] for k in pts], label=_display(condition), alpha=0.8)
+    ax.set_xlabel(x_spec.axis_label)
+    ax.set_ylabel(y_spec.axis_label)
+    ax.set_title(f"{x_spec.display_name} and {y_spec.display_name.lower()}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -88,7 +94,7 @@ def cost_per_item(rows: list[dict[str, Any]]) -> Any:
     ax.barh(ys, agent, left=answer, label="agent (building the evidence)")
     ax.set_yticks(ys, labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds per item")
+    ax.set_xlabel(f"{metric_spec('total_seconds_per_item').axis_label} per item")
     ax.set_title("Cost per item", pad=22)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # above the bars, never on them
     fig.tight_layout()
@@ -122,8 +128,8 @@ def reliability(analysis: Any, max_lines: int = 8, n_bins: int = 10) -> Any:
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence")
-        ax.set_ylabel("accuracy")
+        ax.set_xlabel("confidence (0-1)")
+        ax.set_ylabel("share correct per bin (0-1)")
         ax.set_title(f"Reliability ({regime})")
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -139,14 +145,15 @@ def scaling_plot(rows: list[dict[str, Any]], cards: dict[str, Any], regime: str 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
+        spec = metric_spec(metric)
         for condition in [c for c in CONDITIONS if any(r["condition"] == c for r in chosen)]:
-            pts = sorted((cards[r["model"]].parameters, 100 * r["estimate"]) for r in chosen if r["metric"] == metric and r["condition"] == condition)
+            pts = sorted((cards[r["model"]].parameters, spec.scale * r["estimate"]) for r in chosen if r["metric"] == metric and r["condition"] == condition)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=_display(condition), ms=4, alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (billions)")
-        ax.set_ylabel(f"{metric} (%)")
-        ax.set_title(metric.replace("_", " "))
+        ax.set_ylabel(spec.axis_label)
+        ax.set_title(spec.display_name)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

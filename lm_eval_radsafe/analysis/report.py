@@ -16,21 +16,38 @@ from typing import Any
 
 from lm_eval_radsafe.analysis.cost import COST_COLUMNS, cost_table
 from lm_eval_radsafe.analysis.questions import concentration, ensembles, worst_cases
-from lm_eval_radsafe.analysis.runs import read_runs
+from lm_eval_radsafe.analysis.runs import Prefer, SizeRule, read_runs
 from lm_eval_radsafe.analysis.scaling import decoupling, load_model_cards, scaling_table, variance_decomposition
 from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
-from lm_eval_radsafe.analysis.summary import SUMMARY_COLUMNS, Analysis, analyse, paired_tests, tie_groups
+from lm_eval_radsafe.analysis.summary import SUMMARY_COLUMNS, Analysis, abstention_flags, analyse, paired_tests, tie_groups
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
 from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.metric_specs import METRIC_SPECS, headline_metrics, metric_spec
 
 logger = logging.getLogger(__name__)
 
-HEADLINE = {
-    "greedy": ("accuracy", "high_risk_error", "unsafe_error", "contradiction_error", "abstention"),
-    "think": ("accuracy", "high_risk_error", "unsafe_error", "contradiction_error", "abstention"),
-    "sc": ("sc_accuracy", "sc_high_risk_error", "sc_unsafe_error", "dangerous_overconfidence", "mean_confidence", "ece", "synchronized_failure"),
-    "ll": ("ll_accuracy", "ll_high_risk_error", "ll_unsafe_error", "ll_dangerous_overconfidence", "ll_mean_confidence", "ll_ece"),
-}
+#: what the report extra installs, by import name (setup.cfg: ``report``)
+REPORT_EXTRA_MODULES = ("matplotlib", "scipy")
+REPORT_EXTRA_HINT = "radsafe report needs the report extra: pip install 'lm-eval-radsafe[report]'"
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency group that a command needs is not installed."""
+
+
+def require_report_extra() -> None:
+    """Raise :class:`MissingExtraError` (one line, with the install command) unless the
+    ``report`` extra is importable; called before anything is written."""
+    import importlib
+
+    missing = []
+    for name in REPORT_EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(f"{REPORT_EXTRA_HINT} (missing: {', '.join(missing)})")
 
 
 @dataclass
@@ -60,13 +77,34 @@ def build_report(
     seed: int = DEFAULT_SEED,
     allow_mixed: bool = False,
     progress: bool = True,
+    prefer: Prefer | None = None,
+    strict: bool = False,
+    sizes: SizeRule = "refuse",
 ) -> Report:
-    """Read runs and compute every table of the report."""
+    """Read runs and compute every table of the report.
+
+    ``prefer``, ``strict`` and ``sizes`` choose among several runs of one model,
+    condition and regime, treat a task without samples file, and treat runs of one
+    condition and regime on different items (:func:`~lm_eval_radsafe.analysis.runs.read_runs`).
+    """
     from lm_eval_radsafe import __version__
 
     collected: dict[tuple[str, str], Item] = {}
-    runs = read_runs(run_dirs, allow_mixed=allow_mixed, progress=progress, items=collected)
+    size_notes: list[str] = []
+    runs = read_runs(
+        run_dirs,
+        allow_mixed=allow_mixed,
+        progress=progress,
+        items=collected,
+        prefer=prefer,
+        strict=strict,
+        sizes=sizes,
+        notes=size_notes,
+    )
     items = {item_id: item for (_, item_id), item in collected.items()}
+    flags = abstention_flags(runs)
+    for message in flags.values():
+        logger.warning("%s", message)
     analysis = analyse(runs, n_boot=n_boot, seed=seed)
     tests = paired_tests(analysis)
     worst = worst_cases(runs, items)
@@ -90,6 +128,9 @@ def build_report(
             "conditions": [c for c in CONDITIONS if any(r.condition == c for r in runs)],
             "regimes": [g for g in REGIMES if any(r.regime == g for r in runs)],
             "n_items": len(analysis.item_ids),
+            "items_per_run": _items_per_run(runs),
+            "size_notes": size_notes,
+            "warnings": list(flags.values()),
         },
     )
     if ensemble_members:
@@ -103,6 +144,21 @@ def build_report(
         report.variance = variance_decomposition(analysis.rows, report.cards)
         report.decoupling = decoupling(report.scaling)
     return report
+
+
+def _items_per_run(runs: list[Any]) -> dict[str, Any]:
+    """How many items the runs rest on: ``{"counts": {n: runs}, "text": one line}``."""
+    counts: dict[int, int] = {}
+    for run in runs:
+        counts[run.n_items] = counts.get(run.n_items, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: -kv[0])
+    distinct = len({item for run in runs for item in run.item_ids})
+    if len(ordered) == 1:
+        text = f"{ordered[0][0]} in every run"
+    else:
+        parts = ", ".join(f"{n} ({k} run{'s' if k > 1 else ''})" for n, k in ordered)
+        text = f"differ by run: {parts}; each row shows its n ({distinct} distinct items in all)"
+    return {"counts": {str(n): k for n, k in ordered}, "text": text}
 
 
 # --------------------------------------------------------------------------- writing
@@ -142,7 +198,12 @@ def _figures(report: Report) -> dict[str, Any]:
 
 
 def write_report(report: Report, out: str | Path) -> dict[str, Path]:
-    """Write summary.csv/json, paired_tests.csv, the other tables, figures and report.html."""
+    """Write summary.csv/json, paired_tests.csv, the other tables, figures and report.html.
+
+    Raises :class:`MissingExtraError` before writing anything when the report extra
+    (matplotlib, scipy) is not installed.
+    """
+    require_report_extra()
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     rows = report.analysis.rows
@@ -187,15 +248,40 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
 
 
 def _fmt(value: Any, percent: bool = True) -> str:
+    """A value that is not a metric: a share in percent, or a plain number (``num``)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        return f"{100 * value:.1f}" if percent else f"{value:.3g}"
+        return f"{100 * value:.1f}%" if percent else f"{value:.3g}"
     return str(value)
 
 
+def _metric_value(value: Any, name: str) -> str:
+    return metric_spec(name).format(value)
+
+
+def _metric_interval(row: dict[str, Any], name: str | None = None, low: str = "ci_low", high: str = "ci_high") -> str:
+    return metric_spec(name or row["metric"]).format_interval(row[low], row[high])
+
+
+def _metric_difference(value: Any, name: str) -> str:
+    """A difference in the metric's unit: percentage points for percent metrics."""
+    spec = metric_spec(name)
+    text = spec.number(value)
+    if text == "–":
+        return text
+    if not text.startswith("-"):
+        text = "+" + text
+    return text + {"percent": " pp", "seconds": " s"}.get(spec.unit, "")
+
+
+def _n_text(counts: list[int]) -> str:
+    return str(counts[0]) if len(counts) == 1 else "–".join((str(min(counts)), str(max(counts))))
+
+
 def render_html(report: Report, figures: dict[str, str]) -> str:
-    """The self-contained HTML report (figures inline as PNG)."""
+    """The self-contained HTML report (figures inline as PNG); every number is formatted by
+    its metric's spec (:mod:`lm_eval_radsafe.metric_specs`) and every table shows n."""
     import jinja2
 
     env = jinja2.Environment(
@@ -205,27 +291,42 @@ def render_html(report: Report, figures: dict[str, str]) -> str:
     )
     env.filters["pct"] = _fmt
     env.filters["num"] = lambda v: _fmt(v, percent=False)
+    env.filters["metric"] = _metric_value
+    env.filters["interval"] = _metric_interval
+    env.filters["difference"] = _metric_difference
+    env.filters["ntext"] = _n_text
     rows = report.analysis.rows
     index = {(r["model"], r["condition"], r["regime"], r["metric"]): r for r in rows}
+    sizes = {run.key: run.n_items for run in report.analysis.runs}
     tables = []
     for regime in report.meta["regimes"]:
-        metrics = [m for m in HEADLINE[regime] if any(r["metric"] == m and r["regime"] == regime for r in rows)]
+        metrics = [m for m in headline_metrics(regime) if any(r["metric"] == m and r["regime"] == regime for r in rows)]
         body = []
         for model in report.meta["models"]:
             for condition in report.meta["conditions"]:
                 cells = [index.get((model, condition, regime, m)) for m in metrics]
                 if any(cells):
-                    body.append({"model": model, "condition": CONDITIONS[condition].display_name, "cells": cells})
+                    body.append(
+                        {
+                            "model": model,
+                            "condition": CONDITIONS[condition].display_name,
+                            "n": sizes.get((model, condition, regime), "–"),
+                            "flag": any(c and c.get("flag") for c in cells),
+                            "cells": cells,
+                        }
+                    )
         tables.append({"regime": REGIMES[regime].display_name, "metrics": metrics, "rows": body})
+    headline = {regime: headline_metrics(regime) for regime in REGIMES}
     worst_top = sorted(report.worst, key=lambda r: (-r["n_dangerous"], -r["n_wrong"], r["item_id"]))[:25]
     drill = {}
     for row in report.worst:
         drill.setdefault(row["item_id"], []).append(row)
     return env.get_template("report.html.j2").render(
         meta=report.meta,
+        specs=METRIC_SPECS,
         tables=tables,
         tests=report.tests,
-        ties=[t for t in report.ties if t["metric"] in HEADLINE.get(t["regime"], ())],
+        ties=[t for t in report.ties if t["metric"] in headline.get(t["regime"], ())],
         worst_top=worst_top,
         concentration=report.concentration,
         ensembles=report.ensembles,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -67,6 +67,29 @@ class TaskRun:
         """(model, condition, regime)."""
         return self.model, self.condition, self.regime
 
+    @property
+    def n_items(self) -> int:
+        """How many items the run holds."""
+        return len(self.item_ids)
+
+    @property
+    def label(self) -> str:
+        """``model / condition / regime``, for messages."""
+        return f"{self.model} / {self.condition} / {self.regime}"
+
+    def restricted(self, keep: set[str]) -> "TaskRun":
+        """A copy holding only the items in ``keep`` (order kept)."""
+        index = [i for i, item in enumerate(self.item_ids) if item in keep]
+        return replace(
+            self,
+            item_ids=[self.item_ids[i] for i in index],
+            values={k: v[index] for k, v in self.values.items()},
+            pairs={k: v[index] for k, v in self.pairs.items()},
+            letters=[self.letters[i] for i in index],
+            answers=[self.answers[i] for i in index],
+            meta={**self.meta, "n_items_read": self.n_items},
+        )
+
 
 def model_label(results: dict[str, Any]) -> str:
     """A readable model name: the GGUF file stem if any, else lm-eval's ``model_name``."""
@@ -80,16 +103,23 @@ def model_label(results: dict[str, Any]) -> str:
 
 
 def find_results_files(paths: Iterable[Path | str]) -> list[Path]:
-    """Every ``results_*.json`` under the given folders (or the files themselves)."""
+    """Every ``results_*.json`` under the given folders (or the files themselves), each once
+    (a folder passed together with one of its subfolders is not read twice)."""
+    paths = list(paths)
     found: list[Path] = []
+    seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_file():
-            found.append(path)
+            candidates = [path]
         elif path.is_dir():
-            found.extend(sorted(path.rglob("results_*.json")))
+            candidates = sorted(path.rglob("results_*.json"))
         else:
             raise RunError(f"{path}: no such file or folder")
+        for candidate in candidates:
+            if candidate.resolve() not in seen:
+                seen.add(candidate.resolve())
+                found.append(candidate)
     if not found:
         raise RunError(f"no lm-eval results_*.json files under {', '.join(map(str, paths))}")
     return found
@@ -97,6 +127,11 @@ def find_results_files(paths: Iterable[Path | str]) -> list[Path]:
 
 def _timestamp(path: Path) -> str:
     return path.stem.rsplit("_", 1)[-1]
+
+
+def samples_path(results_file: Path, task: str) -> Path:
+    """Where lm-eval writes the samples file of ``task`` for ``results_file``."""
+    return results_file.parent / f"samples_{task}_{_timestamp(results_file)}.jsonl"
 
 
 def _samples_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -135,7 +170,7 @@ def read_task_run(
     if parsed is None:
         raise RunError(f"{results_file}: {task!r} is not a radsafe task")
     family, condition, regime = parsed
-    samples_file = results_file.parent / f"samples_{task}_{_timestamp(results_file)}.jsonl"
+    samples_file = samples_path(results_file, task)
     if not samples_file.is_file():
         raise RunError(f"{results_file}: no samples file {samples_file.name} for {task} (run lm-eval with --log_samples)")
     wanted_filter = REGIMES[regime].results_filter
@@ -189,6 +224,9 @@ def read_task_run(
             "radsafe": results.get("radsafe", {}),
             "date": results.get("date"),
             "overconfidence_threshold": threshold,
+            # lm-eval writes None when the run did not pass --apply_chat_template
+            "chat_template": ("absent" if results["chat_template"] is None else "applied") if "chat_template" in results else "unknown",
+            "limit": (results.get("config") or {}).get("limit"),
         },
     )
     for name, kind in kinds.items():
@@ -207,44 +245,213 @@ def read_task_run(
     return run
 
 
-def read_runs(
-    paths: Iterable[Path | str],
-    allow_mixed: bool = False,
-    progress: bool = True,
-    items: dict[tuple[str, str], Item] | None = None,
-) -> list[TaskRun]:
-    """All radsafe task runs under ``paths``; the latest results file wins per model and task.
+Prefer = Literal["newest", "largest"]
+SizeRule = Literal["refuse", "common", "allow"]
+#: what ``radsafe report`` says when several runs share a model, condition and regime
+PREFER_HINT = (
+    "pass --prefer newest, or --prefer largest (most items; ties go to the newest), "
+    "or pass only the folders you want"
+)
+SIZES_HINT = (
+    "pass --common-items to compare them on the items they share, --allow-mixed-sizes to keep each "
+    "run's own items (every row shows its n), or pass only the folders you want"
+)
 
-    Raises :class:`RunError` when runs used different dataset fingerprints, unless
-    ``allow_mixed``. Pass a dict as ``items`` to collect the logged items.
+
+@dataclass(frozen=True)
+class Candidate:
+    """One radsafe task of one results file, before its samples file is read."""
+
+    results_file: Path
+    results: dict[str, Any] = field(repr=False)
+    task: str
+    model: str
+    condition: str
+    regime: str
+    n_items: int | None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(model, condition, regime)."""
+        return self.model, self.condition, self.regime
+
+    @property
+    def timestamp(self) -> str:
+        """lm-eval's timestamp in the results file name (sorts by time)."""
+        return _timestamp(self.results_file)
+
+    def describe(self) -> str:
+        """``path/results_<timestamp>.json (5 items, --limit 5)``."""
+        size = "? items" if self.n_items is None else f"{self.n_items} items"
+        limit = (self.results.get("config") or {}).get("limit")
+        return f"{self.results_file} ({size}{f', --limit {limit:g}' if isinstance(limit, (int, float)) else ''})"
+
+
+def _n_items(results: dict[str, Any], results_file: Path, task: str, wanted_filter: str) -> int | None:
+    """Items of ``task``: lm-eval's ``n-samples`` entry, else the samples file's rows."""
+    entry = (results.get("n-samples") or {}).get(task) or {}
+    if isinstance(entry.get("effective"), int):
+        return int(entry["effective"])
+    try:
+        return sum(1 for _, row in _samples_rows(samples_path(results_file, task)) if row.get("filter") == wanted_filter)
+    except (RunError, OSError):
+        return None
+
+
+def find_candidates(paths: Iterable[Path | str], strict: bool = False) -> list[Candidate]:
+    """Every radsafe task in the results files under ``paths`` whose samples file exists.
+
+    A results file without the samples file of a task (lm-eval run without
+    ``--log_samples``) is skipped with a warning naming it; with ``strict`` it is an error.
     """
-    items = {} if items is None else items
-    from tqdm.auto import tqdm
-
     files = find_results_files(paths)
-    latest: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+    found: list[Candidate] = []
+    n_tasks = 0
     for results_file in files:
         try:
             results = json.loads(results_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RunError(f"{results_file}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        missing = []
         for task in results.get("results", {}):
-            if parse_task_name(task) is None:
+            parsed = parse_task_name(task)
+            if parsed is None:
                 continue
-            key = (model_label(results), task)
-            if key in latest and _timestamp(latest[key][0]) >= _timestamp(results_file):
-                logger.warning("%s: %s for %s is older than %s; using the newer", results_file, task, key[0], latest[key][0])
+            n_tasks += 1
+            _, condition, regime = parsed
+            if not samples_path(results_file, task).is_file():
+                if strict:
+                    raise RunError(
+                        f"{results_file}: no samples file {samples_path(results_file, task).name} for {task} "
+                        "(run lm-eval with --log_samples)"
+                    )
+                missing.append(task)
                 continue
-            if key in latest:
-                logger.warning("%s: replaces the older %s for %s %s", results_file, latest[key][0], *key)
-            latest[key] = (results_file, results)
-    if not latest:
+            n = _n_items(results, results_file, task, REGIMES[regime].results_filter)
+            found.append(Candidate(results_file, results, task, model_label(results), condition, regime, n))
+        if missing:
+            logger.warning(
+                "%s: skipped %s of %s: no samples file (run lm-eval with --log_samples; --strict refuses instead)",
+                results_file.parent,
+                ", ".join(missing),
+                results_file.name,
+            )
+    if not n_tasks:
         raise RunError(f"no radsafe tasks in {len(files)} results file(s)")
-    runs = [
-        read_task_run(results, results_file, task, items)
-        for (_, task), (results_file, results) in tqdm(
-            sorted(latest.items()), desc="reading runs", unit="task", disable=not progress
+    if not found:
+        raise RunError(f"no radsafe task with a samples file in {len(files)} results file(s) (run lm-eval with --log_samples)")
+    return found
+
+
+def choose_runs(candidates: list[Candidate], prefer: Prefer | None = None) -> list[Candidate]:
+    """Exactly one candidate per (model, condition, regime).
+
+    Several candidates for one key are refused (:class:`RunError` naming every file and
+    the choice) unless ``prefer`` is ``newest`` (latest results file) or ``largest`` (most
+    items; ties go to the newest). Each run left out is logged with the one kept.
+    """
+    groups: dict[tuple[str, str, str], list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(candidate.key, []).append(candidate)
+    conflicts = {key: group for key, group in groups.items() if len(group) > 1}
+    if conflicts and prefer is None:
+        detail = "; ".join(
+            f"{len(group)} runs of {' / '.join(key)}: " + ", ".join(c.describe() for c in sorted(group, key=lambda c: c.timestamp))
+            for key, group in sorted(conflicts.items())
         )
+        raise RunError(f"{detail}. A report uses one run per model, condition and regime: {PREFER_HINT}")
+    if prefer not in (None, "newest", "largest"):
+        raise ValueError(f"prefer must be 'newest' or 'largest', not {prefer!r}")
+    chosen = []
+    for key, group in sorted(groups.items()):
+        if len(group) == 1:
+            chosen.append(group[0])
+            continue
+        if prefer == "newest":
+            rank = lambda c: (c.timestamp, str(c.results_file))  # noqa: E731
+        else:
+            rank = lambda c: (c.n_items if c.n_items is not None else -1, c.timestamp, str(c.results_file))  # noqa: E731
+        ordered = sorted(group, key=rank, reverse=True)
+        kept = ordered[0]
+        why = "the newest" if prefer == "newest" else "the most items"
+        if prefer == "largest" and sum(c.n_items == kept.n_items for c in group) > 1:
+            why += f" ({sum(c.n_items == kept.n_items for c in group)} runs tie; the newest of them)"
+        for dropped in ordered[1:]:
+            logger.warning("%s: kept %s (--prefer %s: %s); left out %s", " / ".join(key), kept.describe(), prefer, why, dropped.describe())
+        chosen.append(kept)
+    return chosen
+
+
+def apply_size_rule(runs: list[TaskRun], rule: SizeRule = "refuse") -> tuple[list[TaskRun], list[str]]:
+    """Runs compared across models must rest on the same items.
+
+    Models are compared per condition and regime (tie groups, scaling, ensembles, worst
+    cases), so every run of one condition, regime and dataset must hold the same item ids.
+    Where they do not: ``refuse`` raises :class:`RunError` naming each run, its size and
+    file; ``common`` restricts those runs to the items they all share; ``allow`` keeps each
+    run's own items. Conditions of one model may rest on different items (e.g. the demo's
+    retrieval conditions on fewer items): each row shows its n and paired tests use the
+    items both runs share. Returns the runs and one note per cell that differed.
+    """
+    if rule not in ("refuse", "common", "allow"):
+        raise ValueError(f"rule must be 'refuse', 'common' or 'allow', not {rule!r}")
+    cells: dict[tuple[str, str, str], list[int]] = {}
+    for index, run in enumerate(runs):
+        cells.setdefault((run.fingerprint, run.condition, run.regime), []).append(index)
+    out = list(runs)
+    notes: list[str] = []
+    problems: list[str] = []
+    for (_, condition, regime), members in sorted(cells.items(), key=lambda kv: kv[0][1:] + kv[0][:1]):
+        sets = [frozenset(runs[i].item_ids) for i in members]
+        if len(set(sets)) == 1:
+            continue
+        sizes = ", ".join(f"{runs[i].model} {runs[i].n_items} items ({runs[i].results_file})" for i in members)
+        if rule == "refuse":
+            problems.append(f"{condition} / {regime}: {sizes}")
+            continue
+        if rule == "allow":
+            note = f"{condition} / {regime}: models rest on different items ({sizes}); compared as they are (--allow-mixed-sizes)"
+        else:
+            shared = frozenset.intersection(*sets)
+            if not shared:
+                raise RunError(f"{condition} / {regime}: the runs share no item ({sizes}); --common-items cannot compare them")
+            for i in members:
+                out[i] = runs[i].restricted(set(shared))
+            note = f"{condition} / {regime}: compared on the {len(shared)} items every model has ({sizes}; --common-items)"
+        logger.warning("%s", note)
+        notes.append(note)
+    if problems:
+        raise RunError(f"runs of one condition and regime rest on different items: {'; '.join(problems)}; {SIZES_HINT}")
+    return out, notes
+
+
+def read_runs(
+    paths: Iterable[Path | str],
+    allow_mixed: bool = False,
+    progress: bool = True,
+    items: dict[tuple[str, str], Item] | None = None,
+    prefer: Prefer | None = None,
+    strict: bool = False,
+    sizes: SizeRule = "refuse",
+    notes: list[str] | None = None,
+) -> list[TaskRun]:
+    """All radsafe task runs under ``paths``: exactly one per model, condition and regime.
+
+    Several runs of one (model, condition, regime) are refused unless ``prefer`` chooses
+    (:func:`choose_runs`); a task without its samples file is skipped with a warning, or
+    refused with ``strict`` (:func:`find_candidates`); runs of one condition and regime
+    with different items follow ``sizes`` (:func:`apply_size_rule`; ``radsafe report``
+    refuses by default). Raises :class:`RunError` when runs used different dataset
+    fingerprints, unless ``allow_mixed``. Pass a dict as ``items`` to collect the logged
+    items, and a list as ``notes`` to collect what the size rule did.
+    """
+    items = {} if items is None else items
+    from tqdm.auto import tqdm
+
+    chosen = choose_runs(find_candidates(paths, strict=strict), prefer=prefer)
+    runs = [
+        read_task_run(c.results, c.results_file, c.task, items)
+        for c in tqdm(chosen, desc="reading runs", unit="task", disable=not progress)
     ]
     fingerprints = sorted({run.fingerprint for run in runs})
     if len(fingerprints) > 1 and not allow_mixed:
@@ -256,4 +463,7 @@ def read_runs(
             f"runs used {len(fingerprints)} different datasets ({detail}); compare runs on one dataset, "
             "or pass --allow-mixed-datasets"
         )
+    runs, size_notes = apply_size_rule(runs, sizes)
+    if notes is not None:
+        notes.extend(size_notes)
     return runs

@@ -29,7 +29,7 @@ from lm_eval_radsafe.analysis.stats import (
 )
 from lm_eval_radsafe.conditions import CONDITIONS
 from lm_eval_radsafe.consistency import wilson_interval
-from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
+from lm_eval_radsafe.metric_specs import ABSTENTION_METRIC, metric_spec
 
 SUMMARY_COLUMNS = (
     "model",
@@ -42,9 +42,42 @@ SUMMARY_COLUMNS = (
     "n_items",
     "wilson_low",
     "wilson_high",
+    "unit",
+    "flag",
 )
 ACCURACY_METRICS = {"accuracy", "sc_accuracy", "ll_accuracy"}
-HIGHER_IS_BETTER = {m.name: m.higher_is_better for m in (*METRICS, *SC_METRICS, *LL_METRICS)}
+#: a run whose abstention (NULL majority for self-consistency) reaches this share is flagged
+ABSTENTION_FLAG_THRESHOLD = 0.95
+HIGH_ABSTENTION = "high_abstention"
+
+
+def abstention_flags(runs: list[TaskRun], threshold: float = ABSTENTION_FLAG_THRESHOLD) -> dict[tuple[str, str, str], str]:
+    """(model, condition, regime) -> a one-line warning for each run whose abstention rate
+    (:data:`~lm_eval_radsafe.metric_specs.ABSTENTION_METRIC` of its regime) is >= ``threshold``,
+    with the likely cause read from the results file (was a chat template applied?)."""
+    flagged: dict[tuple[str, str, str], str] = {}
+    for run in runs:
+        metric = ABSTENTION_METRIC.get(run.regime)
+        if metric is None or metric not in run.values or not len(run.values[metric]):
+            continue
+        rate = float(np.mean(run.values[metric]))
+        if rate < threshold:
+            continue
+        template = run.meta.get("chat_template", "unknown")
+        if template == "absent":
+            cause = "the run used no chat template: a chat model run without --apply_chat_template rarely answers with a letter"
+        elif template == "applied":
+            cause = (
+                f"a chat template was applied: read the raw outputs (resps) in {run.samples_file} "
+                "(answer format, a think trace that never closes, too few generated tokens)"
+            )
+        else:
+            cause = f"likely a chat model run without --apply_chat_template; read the raw outputs (resps) in {run.samples_file}"
+        flagged[run.key] = (
+            f"{run.label}: {metric_spec(metric).display_name.lower()} {metric_spec(metric).format(rate)} "
+            f"(>= {threshold:.0%}) on {run.n_items} items in {run.results_file}; {cause}"
+        )
+    return flagged
 
 
 @dataclass
@@ -105,6 +138,7 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
     )
     weights = analysis.bootstrap.weights
     ones = np.ones((1, len(item_ids)))
+    flagged_runs = abstention_flags(runs)
     metric_kinds: dict[str, str] = {}
     for run in runs:
         metric_kinds.update(REGIME_METRICS[run.regime])
@@ -141,6 +175,8 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
                 "n_items": int(mask[:, j].sum()),
                 "wilson_low": math.nan,
                 "wilson_high": math.nan,
+                "unit": metric_spec(metric).unit,
+                "flag": HIGH_ABSTENTION if run.key in flagged_runs else "",
             }
             if kind == "mean":
                 column = run.values[metric]
@@ -226,14 +262,15 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
 
 
 def tie_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per condition, regime and metric: the leader and the models whose CI overlaps its CI."""
+    """Per condition, regime and metric with a direction: the leader and the models whose CI
+    overlaps its CI; ``n_items`` lists the item counts of the models compared."""
     cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        if not math.isnan(row["estimate"]):
+        if not math.isnan(row["estimate"]) and metric_spec(row["metric"]).direction != "none":
             cells.setdefault((row["condition"], row["regime"], row["metric"]), []).append(row)
     out = []
     for (condition, regime, metric), members in sorted(cells.items()):
-        sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+        sign = 1 if metric_spec(metric).higher_is_better else -1
         ranked = sorted(members, key=lambda r: (-sign * r["estimate"], r["model"]))
         leader = ranked[0]
         tied = [r["model"] for r in ranked if not (r["ci_high"] < leader["ci_low"] or r["ci_low"] > leader["ci_high"])]
@@ -245,6 +282,7 @@ def tie_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "leader": leader["model"],
                 "tied_with_leader": tied,
                 "ranking": [r["model"] for r in ranked],
+                "n_items": sorted({int(r["n_items"]) for r in members}),
             }
         )
     return out
