@@ -240,12 +240,16 @@ def _parse_ensembles(specs: list[str]) -> dict[str, list[str]]:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """``radsafe report``: build and write the report; errors name the file at fault."""
-    from lm_eval_radsafe.analysis.report import build_report, write_report
+    """``radsafe report``: build and write the report; errors name the file at fault.
+
+    The report extra (matplotlib, scipy) is checked first, so nothing is written without it.
+    """
+    from lm_eval_radsafe.analysis.report import MissingExtraError, build_report, require_report_extra, write_report
     from lm_eval_radsafe.analysis.runs import RunError
     from lm_eval_radsafe.analysis.scaling import ModelCardError
 
     try:
+        require_report_extra()
         report = build_report(
             args.runs,
             model_cards=args.model_cards,
@@ -253,20 +257,25 @@ def run_report(args: argparse.Namespace) -> int:
             n_boot=args.n_boot,
             seed=args.seed,
             allow_mixed=args.allow_mixed_datasets,
+            prefer=args.prefer,
+            strict=args.strict,
+            sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
         )
         written = write_report(report, args.out)
         if args.leaderboard:
             from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
 
             written["leaderboard.json"] = write_leaderboard(report, Path(args.out) / "leaderboard.json")
-    except (RunError, ModelCardError, ValueError) as exc:
+    except (RunError, ModelCardError, MissingExtraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     meta = report.meta
     print(
         f"{meta['n_runs']} runs: {len(meta['models'])} model(s) x {len(meta['conditions'])} condition(s), "
-        f"regimes {', '.join(meta['regimes'])}, {meta['n_items']} items"
+        f"regimes {', '.join(meta['regimes'])}; items {meta['items_per_run']['text']}"
     )
+    if meta["warnings"]:
+        print(f"{len(meta['warnings'])} run(s) flagged for abstention >= 95% (see the warnings above and report.html)")
     for name in sorted(written):
         print(f"  {written[name]}")
     return 0
@@ -372,6 +381,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=42, help="bootstrap seed (default: %(default)s)")
     report.add_argument(
         "--allow-mixed-datasets", action="store_true", help="analyse runs with different dataset fingerprints together"
+    )
+    report.add_argument(
+        "--prefer",
+        choices=("newest", "largest"),
+        help="when folders hold several runs of one model, condition and regime: keep the newest, or the largest "
+        "(most items; ties go to the newest). Default: refuse and name them",
+    )
+    sizes = report.add_mutually_exclusive_group()
+    sizes.add_argument(
+        "--common-items",
+        action="store_true",
+        help="models whose runs of one condition and regime hold different items: compare them on the items they share",
+    )
+    sizes.add_argument(
+        "--allow-mixed-sizes",
+        action="store_true",
+        help="models whose runs of one condition and regime hold different items: keep each run's own items (default: refuse)",
+    )
+    report.add_argument(
+        "--strict", action="store_true", help="refuse results files without samples files instead of skipping them with a warning"
     )
     report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
     prep = sub.add_parser("prepare", help="retrieve evidence (and, with --agentic, agent reports) for the retrieval conditions into a prepared folder")
