@@ -29,37 +29,88 @@ def task_manager(**kwargs: Any) -> Any:
     return TaskManager(include_path=str(tasks_dir()), **kwargs)
 
 
-def skip_unfit_conditions() -> None:
-    """When a tag (e.g. ``radsafe_demo_context``) expands to a long-context task that the
-    model's window cannot hold, leave that task out with a warning instead of failing the
-    run. A task named on its own still fails with the reason."""
-    from lm_eval.tasks import _factory
+#: tasks that an expansion left out because they cannot run here: (expansion, task, reason)
+LEFT_OUT: list[tuple[str, str, str]] = []
+#: task names that ``radsafe eval`` expanded from a pattern (``radsafe200_*``), by pattern
+FROM_PATTERN: dict[str, str] = {}
 
-    build_tag = _factory.TaskFactory._build_tag
-    if getattr(build_tag, "_radsafe", False):
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def left_out_summary(entries: list[tuple[str, str, str]]) -> str:
+    """One line naming every left-out task, grouped by the reason it cannot run."""
+    by_reason: dict[str, list[str]] = {}
+    for _, task, reason in entries:
+        by_reason.setdefault(reason, []).append(task)
+    expansions = sorted({expansion for expansion, _, _ in entries})
+    parts = [f"{', '.join(tasks)} ({reason})" for reason, tasks in by_reason.items()]
+    return f"{' and '.join(expansions)}: left out {len(entries)} task(s) that cannot run with what was given: " + "; ".join(parts)
+
+
+def skip_unfit_conditions() -> None:
+    """When a tag (e.g. ``radsafe200_sc``) or a pattern given to ``radsafe eval`` expands to a
+    condition that cannot run with what the user gave (no prepared folder, no agent reports,
+    a window too small), leave that task out and name it in one warning line instead of
+    failing the run. A task named on its own still fails with the reason."""
+    from lm_eval.tasks import _factory
+    from lm_eval.tasks._index import Kind
+
+    from lm_eval_radsafe.conditions import ConditionUnavailable
+
+    build = _factory.TaskFactory.build
+    if getattr(build, "_radsafe", False):
         return
 
-    def _build_tag(self: Any, entry: Any, overrides: Any, registry: Any) -> list[Any]:
-        from lm_eval_radsafe.retrieval.evidence import ConditionDoesNotFit
-
-        tasks = []
-        for name in sorted(entry.tags):
-            if name not in registry:
-                logger.warning("tag %r references unknown task %r, skipping", entry.name, name)
-                continue
+    def _build(self: Any, entry: Any, *, overrides: Any = None, registry: Any) -> Any:
+        if entry.kind == Kind.TAG and str(entry.name).startswith("radsafe"):
+            tasks, left = [], []
+            for name in sorted(entry.tags):
+                if name not in registry:
+                    logger.warning("tag %r references unknown task %r, skipping", entry.name, name)
+                    continue
+                try:
+                    tasks.append(self._build_task(registry[name], overrides))
+                except ConditionUnavailable as exc:
+                    left.append((entry.name, name, _reason(exc)))
+            if left and not tasks:
+                raise ConditionUnavailable(f"none of the tasks of {entry.name} can run: " + left_out_summary(left))
+            if left:
+                logger.warning(left_out_summary(left))
+                LEFT_OUT.extend(left)
+            return tasks
+        if entry.name in FROM_PATTERN:
             try:
-                tasks.append(self._build_task(registry[name], overrides))
-            except ConditionDoesNotFit as exc:
-                logger.warning("skipping %s: %s", name, exc)
-        return tasks
+                return build(self, entry, overrides=overrides, registry=registry)
+            except ConditionUnavailable as exc:
+                LEFT_OUT.append((FROM_PATTERN[entry.name], entry.name, _reason(exc)))
+                return []
+        return build(self, entry, overrides=overrides, registry=registry)
 
-    _build_tag._radsafe = True  # type: ignore[attr-defined]
-    _factory.TaskFactory._build_tag = _build_tag  # type: ignore[method-assign]
+    _build._radsafe = True  # type: ignore[attr-defined]
+    _factory.TaskFactory.build = _build  # type: ignore[method-assign]
 
 
 #: task -> the answering model's request time, filled by :func:`time_requests` during `radsafe eval`
 ANSWERING: dict[str, dict[str, Any]] = {}
 _REQUEST_TYPES = ("generate_until", "loglikelihood", "loglikelihood_rolling")
+#: task -> counts of empty and non-empty generated outputs in `radsafe eval`
+OUTPUTS: dict[str, Counter] = {}
+
+
+def empty_output_warnings(chat_template: bool) -> list[str]:
+    """One line per task whose generated outputs were all empty, with the likely fix."""
+    lines = []
+    for task, counts in sorted(OUTPUTS.items()):
+        if counts["empty"] and not counts["text"]:
+            hint = (
+                "chat and instruct models need --apply_chat_template"
+                if not chat_template
+                else "check the model and server: they returned no text"
+            )
+            lines.append(f"{task}: all {counts['empty']} outputs were empty, so every item counts as an abstention; {hint}")
+    return lines
 
 
 def time_requests(lm: Any) -> None:
@@ -76,7 +127,7 @@ def time_requests(lm: Any) -> None:
         if method is None or getattr(method, "_radsafe", False):
             continue
 
-        def timed(requests: list[Any], *args: Any, _method: Any = method, **kwargs: Any) -> Any:
+        def timed(requests: list[Any], *args: Any, _method: Any = method, _type: str = request_type, **kwargs: Any) -> Any:
             started = time.monotonic()
             out = _method(requests, *args, **kwargs)
             spent = time.monotonic() - started
@@ -87,6 +138,9 @@ def time_requests(lm: Any) -> None:
                 entry["seconds"] += spent * n / total
                 entry["requests"] += n
                 entry["items"].update(r.doc_id for r in requests if str(r.task_name) == task)
+            if _type == "generate_until":
+                for request, reply in zip(requests, out):
+                    OUTPUTS.setdefault(str(request.task_name), Counter())["empty" if not str(reply).strip() else "text"] += 1
             return out
 
         timed._radsafe = True  # type: ignore[attr-defined]
@@ -141,8 +195,19 @@ def _install_hooks() -> None:
     if not getattr(evaluate, "_radsafe", False):
 
         def timed_evaluate(lm: Any, *args: Any, **kwargs: Any) -> Any:
+            from lm_eval_radsafe.models import check_chat_backend, check_sampling_backend
+
+            check_chat_backend(lm, kwargs.get("apply_chat_template"))
+            check_sampling_backend(lm, kwargs["task_dict"] if "task_dict" in kwargs else args[0])
+            patterns = set(FROM_PATTERN.values())
+            left = [entry for entry in LEFT_OUT if entry[0] in patterns]
+            if left:
+                logger.warning(left_out_summary(left))
             time_requests(lm)
-            return evaluate(*args, lm=lm, **kwargs)
+            results = evaluate(*args, lm=lm, **kwargs)
+            for line in empty_output_warnings(bool(kwargs.get("apply_chat_template"))):
+                logger.warning(line)
+            return results
 
         timed_evaluate._radsafe = True  # type: ignore[attr-defined]
         evaluator.evaluate = timed_evaluate
@@ -153,18 +218,141 @@ def _install_hooks() -> None:
         def save_results_aggregated(self: Any, results: dict, samples: dict | None = None) -> None:
             results[RESULTS_KEY] = provenance()
             save(self, results=results, samples=samples)
+            if self.output_path:
+                path = Path(self.output_path)
+                if path.suffix == ".json":
+                    SAVED.append(path.with_name(f"{path.stem}_{self.date_id}.json"))
+                else:
+                    SAVED.append(path / str(self.general_config_tracker.model_name_sanitized) / f"results_{self.date_id}.json")
 
         save_results_aggregated._radsafe = True  # type: ignore[attr-defined]
         EvaluationTracker.save_results_aggregated = save_results_aggregated  # type: ignore[method-assign]
 
 
-def run_eval(argv: Sequence[str]) -> None:
-    """Run lm-eval's CLI with every argument passed through and our tasks included."""
+#: results files written by `radsafe eval` in this process
+SAVED: list[Path] = []
+_GLOB = set("*?[")
+
+
+def our_names() -> dict[str, str]:
+    """Every task, group and tag name of our task folder -> its kind."""
+    import re
+
+    names: dict[str, str] = {}
+    for path in sorted(tasks_dir().glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        group = re.search(r"^group:\s*(\S+)", text, re.M)
+        task = re.search(r"^task:\s*(\S+)", text, re.M)
+        if group:
+            names[group.group(1)] = "group"
+        elif task:
+            names[task.group(1)] = "task"
+        for tag in re.findall(r"^tag:\s*(\S+)", text, re.M):
+            names.setdefault(tag, "tag")
+    return names
+
+
+def _option_value(argv: list[str], flag: str) -> tuple[int, str] | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return i + 1, argv[i + 1]
+        if arg.startswith(flag + "="):
+            return i, arg
+    return None
+
+
+def expand_patterns(argv: list[str]) -> list[str]:
+    """Replace each ``--tasks`` pattern that starts with ``radsafe`` (e.g. ``radsafe200_*``)
+    by the tasks it matches, remembering them so that conditions that cannot run here are
+    left out with a warning rather than failing the run."""
+    import fnmatch
+
+    found = _option_value(argv, "--tasks")
+    if found is None:
+        return argv
+    index, value = found
+    prefix, _, tasks = value.partition("=") if value.startswith("--tasks=") else ("", "", value)
+    tasks_only = sorted(name for name, kind in our_names().items() if kind == "task")
+    out = []
+    for entry in tasks.split(","):
+        if entry.startswith("radsafe") and _GLOB & set(entry) and not entry.endswith(".yaml"):
+            matched = fnmatch.filter(tasks_only, entry)
+            for name in matched:
+                FROM_PATTERN.setdefault(name, entry)
+            out.extend(matched or [entry])
+        else:
+            out.append(entry)
+    argv = list(argv)
+    joined = ",".join(dict.fromkeys(out))
+    argv[index] = f"{prefix}={joined}" if prefix else joined
+    return argv
+
+
+def unknown_task_message(missing: str) -> str:
+    """``Tasks not found`` with the closest of our names and how to list them."""
+    import difflib
+
+    names = list(our_names())
+    lines = []
+    for name in (m.strip() for m in missing.split(",")):
+        if name:
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            lines.append(f"unknown task {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return "; ".join(lines) + ". List the tasks with `radsafe eval ls tasks` (or `lm_eval ls tasks --include_path \"$(radsafe tasks-path)\"`)"
+
+
+def run_eval(argv: Sequence[str]) -> int:
+    """Run lm-eval's CLI with every argument passed through and our tasks included; known
+    errors become one line (``--debug`` shows the traceback)."""
+    argv = list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     _install_hooks()
+    argv = expand_patterns(argv)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm_eval", *argv]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except Exception as exc:  # noqa: BLE001 - known errors become one line, others re-raise
+        message = eval_error_message(exc)
+        if message is None or debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    for line in empty_output_warnings("--apply_chat_template" in argv):
+        print(f"warning: {line}", file=sys.stderr)
+    if SAVED:
+        out = _option_value(argv, "--output_path") or _option_value(argv, "-o")
+        folder = out[1].split("=", 1)[-1] if out and out[1].startswith("--") else (out[1] if out else str(SAVED[-1].parent))
+        print(f"results: {SAVED[-1]}")
+        if "--log_samples" in argv or "-s" in argv:
+            print(f"next: radsafe report {folder} --out {Path(folder) / 'report'}")
+        else:
+            print("next: run again with --log_samples to write the per-item samples that `radsafe report` reads")
+    return 0
+
+
+def eval_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error `radsafe eval` knows, or None to show the traceback."""
+    from lm_eval_radsafe.conditions import ConditionUnavailable
+    from lm_eval_radsafe.loaders import DatasetError, HubAccessError
+    from lm_eval_radsafe.models import ChatTemplateError, SamplingBackendError
+
+    text = str(exc)
+    if isinstance(exc, ValueError) and text.startswith("Tasks not found:"):
+        return unknown_task_message(text.partition(":")[2])
+    if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError)):
+        return text
+    from lm_eval_radsafe.retrieval.agentic import ReportsError
+    from lm_eval_radsafe.retrieval.corpus import CorpusError
+    from lm_eval_radsafe.retrieval.prepare import PreparedError
+
+    if isinstance(exc, (ReportsError, PreparedError, CorpusError)):
+        return text
+    if isinstance(exc, ImportError) and "pip install" in text:
+        return text
+    return None
 
 
 # --------------------------------------------------------------------------- validate-data
@@ -346,6 +534,19 @@ def run_prepare(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- main
 
 
+def _version() -> str:
+    """This package's version and the installed lm-eval's, for ``radsafe --version``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from lm_eval_radsafe import __version__
+
+    try:
+        harness = version("lm_eval")
+    except PackageNotFoundError:
+        harness = "not installed"
+    return f"{__version__} (lm-eval {harness})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``radsafe``."""
     parser = argparse.ArgumentParser(
@@ -353,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accuracy and clinical safety of LLMs on RadSaFE-200 (lm-evaluation-harness tasks).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks-path", help="print the task folder, for `lm_eval --include_path`")
     sub.add_parser(
@@ -442,12 +645,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``radsafe`` console script."""
+    """Entry point of the ``radsafe`` console script.
+
+    Known errors are one line on stderr; ``--debug`` (or ``-v``) shows tracebacks. Output
+    piped into a program that stops reading (``| head``) ends quietly.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "eval":
-        run_eval(args_list[1:])
+    try:
+        return _dispatch(args_list)
+    except BrokenPipeError:
+        # the reader went away: send the rest of the output nowhere and exit quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def _dispatch(args_list: list[str]) -> int:
+    debug = bool({"--debug", "-v", "--verbose"} & set(args_list[: args_list.index("eval")] if "eval" in args_list else args_list))
+    if "eval" in args_list and all(a in {"--debug", "-v", "--verbose"} for a in args_list[: args_list.index("eval")]):
+        rest = args_list[args_list.index("eval") + 1 :]
+        return run_eval([*rest, "--debug"] if debug and "--debug" not in rest else rest)
     args = build_parser().parse_args(args_list)
+    args.verbose = args.verbose or args.debug
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "tasks-path":
         print(tasks_dir())

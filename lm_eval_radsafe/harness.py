@@ -20,7 +20,7 @@ from typing import Any
 
 import datasets
 
-from lm_eval_radsafe.conditions import get_condition, parse_task_name
+from lm_eval_radsafe.conditions import ConditionUnavailable, get_condition, parse_task_name
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import CANONICAL_KEYS, Item
 from lm_eval_radsafe.loaders import (
@@ -111,7 +111,7 @@ def _prepared(source: str, metadata: dict[str, Any]) -> Any:
     folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
     if not folder:
         if source != DEMO_SOURCE:
-            raise ValueError(
+            raise ConditionUnavailable(
                 "retrieval conditions read evidence from a prepared folder: run `radsafe prepare --dataset ... "
                 "--corpus ... --out DIR`, then pass --metadata '{\"prepared\": \"DIR\"}' or set RADSAFE_PREPARED"
             )
@@ -163,17 +163,23 @@ AGENT_COST = ("agent_calls", "agent_tokens", "agent_seconds")
 CHAT_TEMPLATE_ALLOWANCE = 64
 
 
+#: length-guard warnings already given in this process (each is said once)
+_WARNED: set[str] = set()
+
+
 def _facts_if_known(metadata: dict[str, Any]) -> Any:
-    """The evaluated model's tokenizer and window when the run names a loadable model, else
-    None (the length guard is then off, with a warning)."""
+    """The evaluated model's tokenizer and window when the run names a loadable one, else
+    None: the length guard is then off, which is said once per process with how to name a
+    tokenizer."""
     from lm_eval_radsafe.retrieval.evidence import ConditionDoesNotFit, model_facts
 
     try:
         return model_facts(metadata)
-    except ConditionDoesNotFit as exc:
-        logger.warning("length guard off: %s", exc)
-    except (OSError, ValueError) as exc:  # a hub name offline, an API model name, 'dummy'
-        logger.warning("length guard off: cannot load the evaluated model's tokenizer (%s)", exc)
+    except (ConditionDoesNotFit, OSError, ValueError) as exc:  # 'dummy', an unloadable name
+        message = f"length guard off: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        if message not in _WARNED:
+            _WARNED.add(message)
+            logger.warning(message)
     return None
 
 
@@ -197,7 +203,7 @@ def agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems |
         return loaded
     if not folder:
         lacking = sum(not (item.agentic_report or "").strip() for item in loaded.items)
-        raise ValueError(
+        raise ConditionUnavailable(
             f"agentic_rag: {lacking} of {len(loaded)} item(s) of {loaded.source} carry no deep_research_report, and no "
             "prepared folder with agent reports was given. Build them with `radsafe prepare --dataset ... --corpus ... "
             "--agentic --agent-model smollm2 --out DIR` (or an hf:/openai: agent), then pass "

@@ -80,6 +80,21 @@ class SamplingBackendError(ValueError):
     """Sampled tasks on a backend that would send one seed with every repeat."""
 
 
+class ChatTemplateError(ValueError):
+    """A chat-completions backend run without ``--apply_chat_template``."""
+
+
+def check_chat_backend(lm: Any, apply_chat_template: Any) -> None:
+    """Refuse a chat-completions backend without ``--apply_chat_template`` before any request
+    (lm-eval would fail on every request, retrying each)."""
+    inner = getattr(lm, "lm", lm)
+    if isinstance(inner, LocalChatCompletion) and not apply_chat_template:
+        raise ChatTemplateError(
+            f"the {type(inner).__name__} backend sends chat messages: add --apply_chat_template "
+            "(or use a completions backend for raw prompts)"
+        )
+
+
 def _leaf_tasks(task_dict: Any) -> list[Any]:
     tasks = []
     for value in task_dict.values():
