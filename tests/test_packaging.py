@@ -36,11 +36,11 @@ def copy_source(dest: Path) -> None:
     put files into the sdist that a clean clone lacks."""
     listed = None
     if shutil.which("git") and (REPO / ".git").exists():
-        out = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=REPO, capture_output=True, check=True,
-        ).stdout.decode()
-        listed = [name for name in out.split("\0") if name and (REPO / name).is_file()]
+        done = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True
+        )
+        if done.returncode == 0:  # else (e.g. a checkout git refuses to read): copy the tree
+            listed = [name for name in done.stdout.decode().split("\0") if name and (REPO / name).is_file()]
     if listed is None:
         ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs", "out")
         shutil.copytree(REPO, dest, ignore=ignore)
@@ -73,7 +73,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     copy_source(source)
     sdist = build("build_sdist", source, dist)
     with tarfile.open(sdist) as tar:
-        tar.extractall(root / "unpacked", filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+        tar.extractall(root / "unpacked", **safe)
         top = f"{sdist.name.removesuffix('.tar.gz')}/"
         sdist_names = {m.name.removeprefix(top) for m in tar.getmembers() if m.isfile()}
     (unpacked,) = (root / "unpacked").iterdir()
