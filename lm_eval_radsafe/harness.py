@@ -106,7 +106,8 @@ def _condition_of(task: str | None) -> Any:
 
 def _prepared(source: str, metadata: dict[str, Any]) -> Any:
     """The prepared folder of a retrieval task; the demo family prepares itself if needed."""
-    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, cache_root, load_prepared, prepare
+    from lm_eval_radsafe.paths import cache_root
+    from lm_eval_radsafe.retrieval.prepare import PrepareSettings, load_prepared, prepare
 
     folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
     if not folder:

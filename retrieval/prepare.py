@@ -16,13 +16,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from lm_eval_radsafe.loaders import LoadedItems, load_items
+from lm_eval_radsafe.paths import cache_root
 from lm_eval_radsafe.retrieval.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, chunk_passages
 from lm_eval_radsafe.retrieval.corpus import corpus_hash, read_corpus
 from lm_eval_radsafe.retrieval.retrievers import get_retriever, settings_json
@@ -51,11 +51,6 @@ class PrepareSettings:
     chunk_tokenizer: str = "regex"
     query: str = "stem"
     dense_model: str | None = None
-
-
-def cache_root() -> Path:
-    """Where chunked corpora and indexes are cached."""
-    return Path(os.environ.get("RADSAFE_CACHE") or Path.home() / ".cache" / "lm-eval-radsafe")
 
 
 def make_query(item: Any, mode: str) -> str:

@@ -57,6 +57,14 @@ def private_radsafe_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["RADSAFE_CACHE"] = str(tmp_path_factory.mktemp("radsafe-cache"))
 
 
+@pytest.fixture(autouse=True)
+def private_response_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A response cache of its own for every test, so no test is answered from another's."""
+    path = tmp_path / "responses.sqlite"
+    monkeypatch.setenv("RADSAFE_RESPONSE_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def fixture_data(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the radsafe200 family at the small fixture dataset."""

@@ -124,9 +124,10 @@ def test_batched_completions_keep_one_seed_per_repeat(fixture_data) -> None:
 
 def test_seeds_do_not_depend_on_other_tasks_with_the_same_prompt(monkeypatch, server: JsonServer) -> None:
     """The demo set under both families gives identical prompts; each task still gets seeds
-    1234..1253 per item, as it would alone."""
+    1234..1253 per item, as it would alone. Identical requests (same prompt, settings and
+    seed) are sent once and answer both tasks."""
     monkeypatch.setenv("RADSAFE_DATA", "demo")
-    lm_eval.simple_evaluate(
+    results = lm_eval.simple_evaluate(
         model="radsafe-local-chat-completions",
         model_args=f"model=fake,base_url={server.url}/chat/completions,num_concurrent=4",
         tasks=["radsafe200_closed_book_sc", "radsafe_demo_closed_book_sc"],
@@ -138,7 +139,10 @@ def test_seeds_do_not_depend_on_other_tasks_with_the_same_prompt(monkeypatch, se
     grouped = seeds_by_prompt(server.requests, "messages")
     assert len(grouped) == 2
     for seeds in grouped.values():
-        assert sorted(seeds) == sorted(list(range(1234, 1254)) * 2)
+        assert sorted(seeds) == list(range(1234, 1254))
+    first, second = (results["results"][t] for t in ("radsafe200_closed_book_sc", "radsafe_demo_closed_book_sc"))
+    for metric in ("sc_accuracy,strict", "mean_confidence,strict", "sample_null_rate,strict"):
+        assert first[metric] == second[metric]
 
 
 def test_stock_backend_is_refused_for_sampled_tasks(fixture_data, server: JsonServer) -> None:
