@@ -34,6 +34,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from lm_eval_radsafe.conditions import ConditionUnavailable
+from lm_eval_radsafe.endpoint import (
+    DEFAULT_RETRY_BUDGET,
+    EndpointError,
+    EndpointStats,
+    InvalidResponse,
+    RetryLog,
+    RetryPolicy,
+    completion_choices,
+    post,
+)
 from lm_eval_radsafe.items import Item
 
 PLANNER_SYSTEM = (
@@ -138,11 +148,8 @@ def _json_closed(tokenizer: Any, prompt_length: int) -> Any:
 
 
 class AgentEndpointError(RuntimeError):
-    """The agent's endpoint failed (after retries) or sent a reply that is not a chat completion."""
-
-
-#: HTTP statuses of an endpoint that is busy or restarting: retried with backoff
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+    """The agent's endpoint refused a request or gave no valid chat completion within the
+    retry budget."""
 
 
 class OpenAIChatClient:
@@ -150,9 +157,11 @@ class OpenAIChatClient:
 
     ``base_url`` ends in ``/v1``; ``model`` is the served name; the key comes from
     ``api_key`` or ``$OPENAI_API_KEY`` and is never written to traces or results.
-    Connection errors, timeouts and busy statuses (429, 5xx) are retried ``retries`` times
-    with exponential backoff; then, or on any other error status, :class:`AgentEndpointError`.
-    A call's seconds include its retries.
+    Retries follow :mod:`lm_eval_radsafe.endpoint` (the rules of the answering model's
+    backends): connection errors, timeouts, 429, 5xx and replies that are not a chat
+    completion are retried with backoff for up to ``retry_budget`` seconds; then, or on a
+    status that is not retried, :class:`AgentEndpointError`. A call's seconds include its
+    retries.
     """
 
     def __init__(
@@ -161,47 +170,43 @@ class OpenAIChatClient:
         model: str | None = None,
         api_key: str | None = None,
         timeout: float = 120.0,
-        retries: int = 3,
-        backoff: float = 2.0,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
+        backoff: float = 1.0,
     ) -> None:
         self.base_url = (base_url or os.environ.get("RADSAFE_AGENT_BASE_URL") or "").rstrip("/")
         self.model = model or os.environ.get("RADSAFE_AGENT_MODEL") or ""
         if not self.base_url or not self.model:
             raise ValueError("the agent's endpoint needs a base URL and a model (arguments or RADSAFE_AGENT_BASE_URL / RADSAFE_AGENT_MODEL)")
         self._key = api_key or os.environ.get("OPENAI_API_KEY", "")
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.timeout = timeout
+        self.policy = RetryPolicy(budget=retry_budget, base=backoff)
+        self.stats = EndpointStats()
+        self._log = RetryLog(f"agent endpoint {self.base_url}")
         self.name = f"openai:{self.model}"
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> ChatReply:
-        import requests
-
-        started = time.monotonic()
         url = f"{self.base_url}/chat/completions"
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
-        for attempt in range(self.retries + 1):
+
+        def validate(body: Any) -> dict[str, Any]:
             try:
-                response = requests.post(url, json=payload, headers=headers, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    break
-                problem = f"HTTP {response.status_code}"
-            if attempt == self.retries:
-                raise AgentEndpointError(f"agent endpoint {url}: {problem} (tried {attempt + 1} time(s))")
-            wait = self.backoff * 2**attempt
-            logger.warning("agent endpoint %s: %s; retrying in %.0f s", url, problem, wait)
-            time.sleep(wait)
-        if not response.ok:
-            raise AgentEndpointError(f"agent endpoint {url}: HTTP {response.status_code}: {response.text[:300]}")
+                completion_choices(body, 1, chat=True)
+            except InvalidResponse as exc:
+                raise InvalidResponse(f"not a chat completion: {exc}") from None
+            return body
+
+        self.stats.requests += 1
         try:
-            body = response.json()
-            text = body["choices"][0]["message"].get("content") or ""
-            usage = body.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise AgentEndpointError(f"agent endpoint {url}: not a chat completion ({response.text[:300]!r})") from exc
-        return ChatReply(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), time.monotonic() - started)
+            body, seconds = post(
+                url, payload, headers=headers, validate=validate, policy=self.policy, timeout=self.timeout, log=self._log, stats=self.stats
+            )
+        except EndpointError as exc:
+            raise AgentEndpointError(f"agent endpoint {url}: {exc}") from None
+        self.stats.longest_wait_s = max(self.stats.longest_wait_s, seconds)
+        text = body["choices"][0]["message"].get("content") or ""
+        usage = body.get("usage") or {}
+        return ChatReply(text, int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0), seconds)
 
 
 @dataclass

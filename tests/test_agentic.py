@@ -348,15 +348,20 @@ def test_busy_endpoint_is_retried_then_reported(monkeypatch: pytest.MonkeyPatch)
         return status, chat_reply(lambda messages: '{"supporting": []}')(path, body) if status == 200 else {"error": "busy"}
 
     with JsonServer(flaky) as server:
-        client = OpenAIChatClient(base_url=server.url, model="m", retries=2, backoff=0)
+        client = OpenAIChatClient(base_url=server.url, model="m", retry_budget=1.0, backoff=0.05)
         assert client.chat([{"role": "user", "content": "hi"}], 8).text == '{"supporting": []}'
         assert len(server.requests) == 3
-        with pytest.raises(AgentEndpointError, match=r"HTTP 503 \(tried 3 time\(s\)\)"):
+        assert dict(client.stats.retries) == {"server_error": 1, "rate_limited": 1}
+        with pytest.raises(AgentEndpointError, match=r"no valid answer after \d+ tries over 1 s \(retry budget 1 s; server_error \d+\); last: HTTP 503"):
             client.chat([{"role": "user", "content": "hi"}], 8)
-        assert len(server.requests) == 6
+        assert len(server.requests) > 4
     with JsonServer(lambda path, body: {"object": "not a completion"}) as server:
-        with pytest.raises(AgentEndpointError, match="not a chat completion"):
-            OpenAIChatClient(base_url=server.url, model="m", backoff=0).chat([{"role": "user", "content": "hi"}], 8)
+        with pytest.raises(AgentEndpointError, match="HTTP 200 but not a chat completion: the response has no choices"):
+            OpenAIChatClient(base_url=server.url, model="m", retry_budget=0.3, backoff=0.05).chat([{"role": "user", "content": "hi"}], 8)
+    with JsonServer(lambda path, body: (400, {"error": "prompt too long"})) as server:
+        with pytest.raises(AgentEndpointError, match="HTTP 400"):
+            OpenAIChatClient(base_url=server.url, model="m", backoff=0.05).chat([{"role": "user", "content": "hi"}], 8)
+        assert len(server.requests) == 1  # a rejected request is not retried
 
 
 def test_prepare_cli_stops_on_a_failing_endpoint_and_keeps_the_built_reports(
