@@ -7,9 +7,10 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 logger = logging.getLogger("lm_eval_radsafe")
 
@@ -147,6 +148,22 @@ def time_requests(lm: Any) -> None:
         setattr(lm, request_type, timed)
 
 
+#: the API backends (ours) that answered in this process, for their per-task counts
+ENDPOINTS: list[Any] = []
+
+
+def serving_stats() -> dict[str, Any]:
+    """Task -> :class:`~lm_eval_radsafe.endpoint.EndpointStats` of the API backends that
+    answered in `radsafe eval`: requests, retries by cause, cache hits, infrastructure errors."""
+    from lm_eval_radsafe.endpoint import EndpointStats
+
+    merged: dict[str, EndpointStats] = {}
+    for lm in ENDPOINTS:
+        for task, stats in getattr(lm, "endpoint_stats", {}).items():
+            merged.setdefault(task, EndpointStats()).merge(stats)
+    return merged
+
+
 def provenance() -> dict[str, Any]:
     """The ``radsafe`` block added to results: package version, each task's dataset (and
     evidence), and the answering model's request time per item when it was measured."""
@@ -154,6 +171,8 @@ def provenance() -> dict[str, Any]:
     from lm_eval_radsafe.harness import LOADED
 
     tasks = {name: dict(info) for name, info in sorted(LOADED.items())}
+    for name, stats in serving_stats().items():
+        tasks.setdefault(name, {})["serving"] = stats.to_dict()
     for name, entry in ANSWERING.items():
         n = len(entry["items"])
         tasks.setdefault(name, {})["answering"] = {
@@ -170,10 +189,10 @@ def provenance() -> dict[str, Any]:
 
 def _install_hooks() -> None:
     """Make lm-eval's own CLI see our tasks and write our provenance into results files."""
-    import lm_eval.tasks.manager as manager
     from lm_eval.loggers.evaluation_tracker import EvaluationTracker
+    from lm_eval.tasks import manager
 
-    import lm_eval_radsafe.filters  # noqa: F401  registers radsafe_strict_letter
+    import lm_eval_radsafe.filters
     import lm_eval_radsafe.models  # noqa: F401  registers radsafe-local-(chat-)completions
 
     skip_unfit_conditions()
@@ -189,7 +208,7 @@ def _install_hooks() -> None:
         __init__._radsafe = True  # type: ignore[attr-defined]
         manager.TaskManager.__init__ = __init__  # type: ignore[method-assign]
 
-    import lm_eval.evaluator as evaluator
+    from lm_eval import evaluator
 
     evaluate = evaluator.evaluate
     if not getattr(evaluate, "_radsafe", False):
@@ -198,6 +217,9 @@ def _install_hooks() -> None:
             from lm_eval_radsafe.models import check_chat_backend, check_sampling_backend
 
             check_chat_backend(lm, kwargs.get("apply_chat_template"))
+            inner = getattr(lm, "lm", lm)
+            if hasattr(inner, "endpoint_stats") and inner not in ENDPOINTS:
+                ENDPOINTS.append(inner)
             check_sampling_backend(lm, kwargs["task_dict"] if "task_dict" in kwargs else args[0])
             patterns = set(FROM_PATTERN.values())
             left = [entry for entry in LEFT_OUT if entry[0] in patterns]
@@ -241,13 +263,13 @@ def our_names() -> dict[str, str]:
     names: dict[str, str] = {}
     for path in sorted(tasks_dir().glob("*.yaml")):
         text = path.read_text(encoding="utf-8")
-        group = re.search(r"^group:\s*(\S+)", text, re.M)
-        task = re.search(r"^task:\s*(\S+)", text, re.M)
+        group = re.search(r"^group:\s*(\S+)", text, re.MULTILINE)
+        task = re.search(r"^task:\s*(\S+)", text, re.MULTILINE)
         if group:
             names[group.group(1)] = "group"
         elif task:
             names[task.group(1)] = "task"
-        for tag in re.findall(r"^tag:\s*(\S+)", text, re.M):
+        for tag in re.findall(r"^tag:\s*(\S+)", text, re.MULTILINE):
             names.setdefault(tag, "tag")
     return names
 
@@ -307,6 +329,8 @@ def run_eval(argv: Sequence[str]) -> int:
     argv = list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    for state in (ENDPOINTS, ANSWERING, OUTPUTS, SAVED, LEFT_OUT, FROM_PATTERN):
+        state.clear()  # a second run in one process starts afresh
     _install_hooks()
     argv = expand_patterns(argv)
     from lm_eval.__main__ import cli_evaluate
@@ -314,7 +338,7 @@ def run_eval(argv: Sequence[str]) -> int:
     sys.argv = ["lm_eval", *argv]
     try:
         cli_evaluate()
-    except Exception as exc:  # noqa: BLE001 - known errors become one line, others re-raise
+    except Exception as exc:
         message = eval_error_message(exc)
         if message is None or debug:
             raise
@@ -322,6 +346,13 @@ def run_eval(argv: Sequence[str]) -> int:
         return 1
     for line in empty_output_warnings("--apply_chat_template" in argv):
         print(f"warning: {line}", file=sys.stderr)
+    for task, stats in sorted(serving_stats().items()):
+        if stats.infrastructure_errors:
+            print(
+                f"warning: {task}: {stats.infrastructure_errors} request(s) were rejected by the server and recorded as "
+                "infrastructure errors, not model answers; `radsafe report` will not score this task until a rerun answers them",
+                file=sys.stderr,
+            )
     if SAVED:
         out = _option_value(argv, "--output_path") or _option_value(argv, "-o")
         folder = out[1].split("=", 1)[-1] if out and out[1].startswith("--") else (out[1] if out else str(SAVED[-1].parent))
@@ -336,13 +367,14 @@ def run_eval(argv: Sequence[str]) -> int:
 def eval_error_message(exc: BaseException) -> str | None:
     """The one-line message for an error `radsafe eval` knows, or None to show the traceback."""
     from lm_eval_radsafe.conditions import ConditionUnavailable
+    from lm_eval_radsafe.endpoint import EndpointError
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
     from lm_eval_radsafe.models import ChatTemplateError, SamplingBackendError
 
     text = str(exc)
     if isinstance(exc, ValueError) and text.startswith("Tasks not found:"):
         return unknown_task_message(text.partition(":")[2])
-    if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError)):
+    if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError, EndpointError)):
         return text
     from lm_eval_radsafe.retrieval.agentic import ReportsError
     from lm_eval_radsafe.retrieval.corpus import CorpusError

@@ -26,8 +26,9 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger("lm_eval_radsafe")
 
@@ -182,7 +183,7 @@ class EndpointStats:
     longest_wait_s: float = 0.0
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
-    def merge(self, other: "EndpointStats") -> None:
+    def merge(self, other: EndpointStats) -> None:
         """Add another task's or call's counts to these."""
         self.requests += other.requests
         self.sent += other.sent
@@ -260,7 +261,7 @@ class AdaptiveLimit:
             self._condition = asyncio.Condition()
         return self._condition
 
-    async def __aenter__(self) -> "AdaptiveLimit":
+    async def __aenter__(self) -> AdaptiveLimit:
         async with self._cond():
             await self._cond().wait_for(lambda: self.active < self.limit)
             self.active += 1
@@ -336,7 +337,7 @@ async def apost(
                     raw = await response.read()
                     status = response.status
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 failure = Failure("timeout", f"no answer within {timeout:g} s")
             except aiohttp.ClientError as exc:
                 failure = Failure("connection", f"{type(exc).__name__}: {exc}".rstrip(": "))

@@ -163,6 +163,11 @@ _SPECS: tuple[MetricDisplay, ...] = (
     MetricDisplay("agent_tokens_per_item", ALL_REGIMES, "Agent tokens", "count", "lower", "the agent's prompt + completion tokens per item"),
     MetricDisplay("agent_seconds_per_item", ALL_REGIMES, "Agent time", "seconds", "lower", "wall time of building the item's agent report"),
     MetricDisplay("total_seconds_per_item", ALL_REGIMES, "Total time", "seconds", "lower", "answering + agent time per item"),
+    # what the answering model's server did (API backends): the report's cost table
+    MetricDisplay("requests", ALL_REGIMES, "Requests", "count", "lower", "requests the run needed (repeats included)"),
+    MetricDisplay("retried", ALL_REGIMES, "Retried", "count", "lower", "tries that failed and were retried (busy, down or invalid replies)"),
+    MetricDisplay("cache_hits", ALL_REGIMES, "From cache", "count", "lower", "answers taken from the response cache of an earlier, stopped run"),
+    MetricDisplay("longest_wait_s", ALL_REGIMES, "Longest wait", "seconds", "lower", "the longest time one request took to get a valid answer"),
 )
 
 #: metric name -> its presentation spec; the one table every presenter reads

@@ -29,7 +29,8 @@ import asyncio
 import copy
 import logging
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.api_models import LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER, TemplateAPI
@@ -74,7 +75,7 @@ def request_seeds(requests: Iterable[Any], base_seed: int) -> list[int]:
 class _Job:
     """One request as it will be sent for one prompt."""
 
-    __slots__ = ("task", "doc_id", "payload", "prompt", "key", "choice")
+    __slots__ = ("choice", "doc_id", "key", "payload", "prompt", "task")
 
     def __init__(self, task: str, doc_id: Any, payload: dict[str, Any], prompt: Any, key: str) -> None:
         self.task, self.doc_id, self.payload, self.prompt, self.key = task, doc_id, payload, prompt, key
@@ -176,7 +177,7 @@ class RadSafeAPIMixin:
             pending: dict[str, _Job] = {}
             for job in jobs:
                 self._stats(job.task).requests += 1
-                stored = cache.get(job.key) if cache else None
+                stored = cache.get(job.key) if cache is not None else None
                 if stored is not None:
                     job.choice = stored
                     self._stats(job.task).cache_hits += 1
@@ -188,14 +189,14 @@ class RadSafeAPIMixin:
                 except EndpointError as exc:
                     kept = (
                         f"{len(cache)} answers are kept in {cache.path}; run the same command again to send only the missing ones"
-                        if cache
+                        if cache is not None
                         else "the response cache is off (response_cache=off), so a new run sends every request again"
                     )
                     if isinstance(exc, RequestRejected):
                         raise RequestRejected(f"{exc}. {kept}", exc.status) from None
                     raise type(exc)(f"{exc}. {kept}") from None
         finally:
-            if cache:
+            if cache is not None:
                 cache.close()
         out = []
         for request, job in zip(requests, jobs):
@@ -209,8 +210,8 @@ class RadSafeAPIMixin:
             out.append(text)
             self.cache_hook.add_partial("generate_until", (request.args[0], request.args[1]), text)  # type: ignore[attr-defined]
         total = EndpointStats()
-        for stats in self.endpoint_stats.values():
-            total.merge(stats)
+        for task in sorted({job.task for job in jobs}):
+            total.merge(self.endpoint_stats[task])
         log = logger.warning if total.retries or total.infrastructure_errors else logger.info
         log("%s: %s", self.model, total.summary())  # type: ignore[attr-defined]
         return out
@@ -275,7 +276,7 @@ class RadSafeAPIMixin:
         stats.longest_wait_s = max(stats.longest_wait_s, seconds)
         for job, choice in zip(group, choices):
             job.choice = choice
-            if cache:
+            if cache is not None:
                 cache.put(job.key, choice, str(self.model))  # type: ignore[attr-defined]
         progress.update(len(group))
 

@@ -29,9 +29,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from lm_eval_radsafe.conditions import ConditionUnavailable
 from lm_eval_radsafe.endpoint import (

@@ -19,14 +19,59 @@ import argparse
 import hashlib
 import json
 import re
+import socket
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 Reply = dict | tuple[int, dict]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What a faulty server does instead of answering: ``kind`` is ``status`` (send
+    ``status`` with ``body`` and an optional ``Retry-After``), ``hang`` (wait ``seconds``
+    before answering), ``drop`` (close the connection without a reply) or ``body`` (a 200
+    whose body is ``body`` as is)."""
+
+    kind: str
+    status: int = 200
+    body: bytes = b""
+    retry_after: str | None = None
+    seconds: float = 0.0
+
+
+#: the faults a busy or broken server shows, with their share among faulty replies
+FAULTS: tuple[Fault, ...] = (
+    Fault("status", 429, b'{"error": "rate limited"}', retry_after="0.2"),
+    Fault("status", 500, b'{"error": "internal error"}'),
+    Fault("status", 503, b"<html>503 Service Unavailable</html>"),
+    Fault("hang", seconds=4.0),
+    Fault("drop"),
+    Fault("body", 200, b""),
+    Fault("body", 200, b'{"choices": [{"index": 0, "mess'),
+    Fault("body", 200, b'{"id": "x", "object": "chat.completion", "choices": []}'),
+    Fault("body", 200, b'{"choices": [{"index": 0, "finish_reason": "stop"}]}'),
+)
+
+
+def fault_plan(rate: float = 0.2, most: int = 3) -> Callable[[dict, int], Fault | None]:
+    """A deterministic fault schedule: the n-th try of a request (n counted per request
+    body) fails with probability ``rate``, at most ``most`` times per request, the fault
+    picked by hashing the body and n."""
+
+    def plan(body: dict, attempt: int) -> Fault | None:
+        key = json.dumps(body, sort_keys=True)
+        if attempt >= most or _unit(key, attempt, "fault?") >= rate:
+            return None
+        return FAULTS[int(_unit(key, attempt, "which") * len(FAULTS))]
+
+    return plan
 
 
 class JsonServer:
@@ -35,38 +80,84 @@ class JsonServer:
     ``respond(path, body) -> dict`` builds each reply (or ``(status, dict)`` for another
     HTTP status than 200); every request is recorded in
     ``requests`` with its path and Authorization header. Use it as a context manager.
+
+    ``faults(body, attempt) -> Fault | None`` (see :func:`fault_plan`) makes it a busy,
+    broken server; ``answered`` lists the bodies it answered with a 200 from ``respond``.
+    After ``max_requests`` requests it answers 410 to everything, so a client that never
+    stops cannot keep it busy. ``port`` picks the port (0: a free one).
     """
 
-    def __init__(self, respond: Callable[[str, dict], Reply]) -> None:
+    def __init__(
+        self,
+        respond: Callable[[str, dict], Reply],
+        faults: Callable[[dict, int], Fault | None] | None = None,
+        max_requests: int | None = None,
+        port: int = 0,
+    ) -> None:
         self.requests: list[dict] = []
+        self.answered: list[dict] = []
+        self.faults_sent: Counter = Counter()
         self.last_request = time.monotonic()
         lock = threading.Lock()
+        tries: Counter = Counter()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
                     outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
                     outer.last_request = time.monotonic()
+                    key = json.dumps(body, sort_keys=True)
+                    attempt = tries[key]
+                    tries[key] += 1
+                    over = max_requests is not None and len(outer.requests) > max_requests
+                fault = None if faults is None or over else faults(body, attempt)
+                if over:
+                    self._send(410, b'{"error": "the test server reached its request limit"}')
+                    return
+                if fault is not None:
+                    outer.faults_sent[fault.kind if fault.kind != "status" else str(fault.status)] += 1
+                    if fault.kind == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    if fault.kind == "hang":
+                        time.sleep(fault.seconds)
+                    else:
+                        self._send(fault.status, fault.body, fault.retry_after)
+                        return
                 reply = respond(self.path, body)
                 status, reply = reply if isinstance(reply, tuple) else (200, reply)
-                data = json.dumps(reply).encode()
+                try:
+                    self._send(status, json.dumps(reply).encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client gave up waiting
+                if status == 200 and (fault is None or fault.kind == "hang"):
+                    with lock:
+                        outer.answered.append(body)
+
+            def _send(self, status: int, data: bytes, retry_after: str | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.end_headers()
                 self.wfile.write(data)
+                self.wfile.flush()
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "JsonServer":
+    def __enter__(self) -> JsonServer:
         self.thread.start()
         return self
 

@@ -2,14 +2,16 @@
 
 The study reports answering latency only and excludes the agentic report's generation; we
 show both side by side. Figures come from the ``radsafe`` block of the results file:
-``answering`` (request time measured by ``radsafe eval``) and ``agentic`` (the agent's
-calls, tokens and time, summed over its reports).
+``answering`` (request time measured by ``radsafe eval``), ``agentic`` (the agent's
+calls, tokens and time, summed over its reports) and ``serving`` (what the server did for
+our API backends: requests, retries, answers from the response cache, longest wait).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 COST_COLUMNS = (
     "model",
@@ -23,6 +25,11 @@ COST_COLUMNS = (
     "agent_tokens_per_item",
     "agent_seconds_per_item",
     "total_seconds_per_item",
+    "requests",
+    "retried",
+    "retry_causes",
+    "cache_hits",
+    "longest_wait_s",
 )
 
 
@@ -41,7 +48,8 @@ def cost_table(runs: Iterable[Any]) -> list[dict[str, Any]]:
         info = (run.meta.get("radsafe") or {}).get("tasks", {}).get(run.task, {})
         answering = info.get("answering") or {}
         agentic = info.get("agentic") or {}
-        if not answering and not agentic:
+        serving = info.get("serving") or {}
+        if not answering and not agentic and not serving:
             continue
         answer_s = answering.get("seconds_per_item")
         answer_s = math.nan if answer_s is None else float(answer_s)
@@ -69,6 +77,11 @@ def cost_table(runs: Iterable[Any]) -> list[dict[str, Any]]:
                 else math.nan,
                 "agent_seconds_per_item": agent_s,
                 "total_seconds_per_item": total,
+                "requests": serving.get("requests", math.nan),
+                "retried": sum((serving.get("retries") or {}).values()) if serving else math.nan,
+                "retry_causes": ", ".join(f"{cause} {n}" for cause, n in (serving.get("retries") or {}).items()),
+                "cache_hits": serving.get("cache_hits", math.nan),
+                "longest_wait_s": serving.get("longest_wait_s", math.nan),
             }
         )
     return rows

@@ -11,9 +11,10 @@ from __future__ import annotations
 import ast
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class TaskRun:
         """``model / condition / regime``, for messages."""
         return f"{self.model} / {self.condition} / {self.regime}"
 
-    def restricted(self, keep: set[str]) -> "TaskRun":
+    def restricted(self, keep: set[str]) -> TaskRun:
         """A copy holding only the items in ``keep`` (order kept)."""
         index = [i for i, item in enumerate(self.item_ids) if item in keep]
         return replace(
@@ -173,6 +174,14 @@ def read_task_run(
     samples_file = samples_path(results_file, task)
     if not samples_file.is_file():
         raise RunError(f"{results_file}: no samples file {samples_file.name} for {task} (run lm-eval with --log_samples)")
+    serving = ((results.get("radsafe") or {}).get("tasks") or {}).get(task, {}).get("serving") or {}
+    if serving.get("infrastructure_errors"):
+        rejected = serving.get("rejected") or [{}]
+        raise RunError(
+            f"{results_file}: {task}: {serving['infrastructure_errors']} request(s) were recorded as infrastructure errors "
+            f"(e.g. item {rejected[0].get('doc_id')}: {rejected[0].get('error', 'rejected by the server')}), not model answers; "
+            "run the same command again to answer them (answers already received come from the response cache), or leave this run out"
+        )
     wanted_filter = REGIMES[regime].results_filter
     kinds = REGIME_METRICS[regime]
     ids: list[str] = []
@@ -368,9 +377,9 @@ def choose_runs(candidates: list[Candidate], prefer: Prefer | None = None) -> li
             chosen.append(group[0])
             continue
         if prefer == "newest":
-            rank = lambda c: (c.timestamp, str(c.results_file))  # noqa: E731
+            rank = lambda c: (c.timestamp, str(c.results_file))
         else:
-            rank = lambda c: (c.n_items if c.n_items is not None else -1, c.timestamp, str(c.results_file))  # noqa: E731
+            rank = lambda c: (c.n_items if c.n_items is not None else -1, c.timestamp, str(c.results_file))
         ordered = sorted(group, key=rank, reverse=True)
         kept = ordered[0]
         why = "the newest" if prefer == "newest" else "the most items"
