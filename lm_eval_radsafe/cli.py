@@ -680,11 +680,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``radsafe`` console script.
 
     Known errors are one line on stderr; ``--debug`` (or ``-v``) shows tracebacks. Output
-    piped into a program that stops reading (``| head``) ends quietly.
+    piped into a program that stops reading (``| head``) ends quietly; Ctrl-C ends with
+    status 130 and one line.
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(args_list)
+    except KeyboardInterrupt:
+        if "--debug" in args_list:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away: send the rest of the output nowhere and exit quietly
         import os

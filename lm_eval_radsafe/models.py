@@ -195,6 +195,14 @@ class RadSafeAPIMixin:
                     if isinstance(exc, RequestRejected):
                         raise RequestRejected(f"{exc}. {kept}", exc.status) from None
                     raise type(exc)(f"{exc}. {kept}") from None
+                except KeyboardInterrupt:
+                    if cache is not None:
+                        logger.warning(
+                            "interrupted: %d answers are kept in %s; run the same command again to send only the missing ones",
+                            len(cache),
+                            cache.path,
+                        )
+                    raise
         finally:
             if cache is not None:
                 cache.close()
