@@ -70,6 +70,8 @@ expect install.log "Successfully installed .*lm-eval-radsafe"
 export PATH="$VENV/bin:$PATH"
 unset PYTHONPATH
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# caches of its own (prepared evidence, the response cache), so no earlier run answers for this one
+export RADSAFE_CACHE="$WORK/cache"
 
 # everything below runs outside the repository, so only the installed package is seen
 OUTSIDE="$(mktemp -d "$WORK/outside.XXXXXX")"
