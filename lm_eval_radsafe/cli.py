@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ def task_manager(**kwargs: Any) -> Any:
     """A ``TaskManager`` that knows our tasks (``include_defaults=False`` is much faster)."""
     from lm_eval.tasks import TaskManager
 
-    skip_unfit_conditions()
     return TaskManager(include_path=str(tasks_dir()), **kwargs)
 
 
@@ -50,19 +50,15 @@ def left_out_summary(entries: list[tuple[str, str, str]]) -> str:
     return f"{' and '.join(expansions)}: left out {len(entries)} task(s) that cannot run with what was given: " + "; ".join(parts)
 
 
-def skip_unfit_conditions() -> None:
-    """When a tag (e.g. ``radsafe200_sc``) or a pattern given to ``radsafe eval`` expands to a
-    condition that cannot run with what the user gave (no prepared folder, no agent reports,
-    a window too small), leave that task out and name it in one warning line instead of
-    failing the run. A task named on its own still fails with the reason."""
-    from lm_eval.tasks import _factory
+def leave_out_unfit_conditions(build: Any) -> Any:
+    """``TaskFactory.build`` that, for a ``radsafe*`` tag (e.g. ``radsafe200_sc``) or a
+    pattern given to ``radsafe eval``, leaves out a condition that cannot run with what the
+    user gave (no prepared folder, no agent reports, a window too small) and names it in one
+    warning line instead of failing the run. A task named on its own still fails with the
+    reason. Installed only by :func:`radsafe_hooks`."""
     from lm_eval.tasks._index import Kind
 
     from lm_eval_radsafe.conditions import ConditionUnavailable
-
-    build = _factory.TaskFactory.build
-    if getattr(build, "_radsafe", False):
-        return
 
     def _build(self: Any, entry: Any, *, overrides: Any = None, registry: Any) -> Any:
         if entry.kind == Kind.TAG and str(entry.name).startswith("radsafe"):
@@ -89,8 +85,7 @@ def skip_unfit_conditions() -> None:
                 return []
         return build(self, entry, overrides=overrides, registry=registry)
 
-    _build._radsafe = True  # type: ignore[attr-defined]
-    _factory.TaskFactory.build = _build  # type: ignore[method-assign]
+    return _build
 
 
 #: task -> the answering model's request time, filled by :func:`time_requests` during `radsafe eval`
@@ -187,68 +182,71 @@ def provenance() -> dict[str, Any]:
 # --------------------------------------------------------------------------- eval
 
 
-def _install_hooks() -> None:
-    """Make lm-eval's own CLI see our tasks and write our provenance into results files."""
-    from lm_eval.loggers.evaluation_tracker import EvaluationTracker
-    from lm_eval.tasks import manager
+def _include_ours(init: Any) -> Any:
+    def __init__(self: Any, *args: Any, include_path: Any = None, **kwargs: Any) -> None:
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        # ours first: a user's --include_path is scanned later and may override a task
+        init(self, *args, include_path=[str(tasks_dir()), *paths], **kwargs)
 
-    import lm_eval_radsafe.filters
+    return __init__
+
+
+def _checked_and_timed(evaluate: Any) -> Any:
+    def timed_evaluate(lm: Any, *args: Any, **kwargs: Any) -> Any:
+        from lm_eval_radsafe.models import check_chat_backend, check_sampling_backend
+
+        check_chat_backend(lm, kwargs.get("apply_chat_template"))
+        inner = getattr(lm, "lm", lm)
+        if hasattr(inner, "endpoint_stats") and inner not in ENDPOINTS:
+            ENDPOINTS.append(inner)
+        check_sampling_backend(lm, kwargs["task_dict"] if "task_dict" in kwargs else args[0])
+        patterns = set(FROM_PATTERN.values())
+        left = [entry for entry in LEFT_OUT if entry[0] in patterns]
+        if left:
+            logger.warning(left_out_summary(left))
+        time_requests(lm)
+        results = evaluate(*args, lm=lm, **kwargs)
+        for line in empty_output_warnings(bool(kwargs.get("apply_chat_template"))):
+            logger.warning(line)
+        return results
+
+    return timed_evaluate
+
+
+def _with_provenance(save: Any) -> Any:
+    def save_with_provenance(self: Any, results: dict, samples: dict | None = None) -> None:
+        results[RESULTS_KEY] = provenance()
+        save(self, results=results, samples=samples)
+        if self.output_path:
+            path = Path(self.output_path)
+            if path.suffix == ".json":
+                SAVED.append(path.with_name(f"{path.stem}_{self.date_id}.json"))
+            else:
+                SAVED.append(path / str(self.general_config_tracker.model_name_sanitized) / f"results_{self.date_id}.json")
+
+    return save_with_provenance
+
+
+@contextmanager
+def radsafe_hooks() -> Iterator[None]:
+    """What `radsafe eval` and `radsafe demo` change in lm-eval for one run (see
+    :mod:`lm_eval_radsafe.compat`): tags leave out conditions that cannot run, our tasks are
+    always included, backends are checked before any request, requests are timed, results
+    carry the ``radsafe`` block. Everything is put back when the block ends."""
+    from lm_eval_radsafe import compat
+
+    import lm_eval_radsafe.filters  # noqa: F401  registers radsafe_strict_letter
     import lm_eval_radsafe.models  # noqa: F401  registers radsafe-local-(chat-)completions
 
-    skip_unfit_conditions()
-
-    init = manager.TaskManager.__init__
-    if not getattr(init, "_radsafe", False):
-
-        def __init__(self: Any, *args: Any, include_path: Any = None, **kwargs: Any) -> None:
-            paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
-            # ours first: a user's --include_path is scanned later and may override a task
-            init(self, *args, include_path=[str(tasks_dir()), *paths], **kwargs)
-
-        __init__._radsafe = True  # type: ignore[attr-defined]
-        manager.TaskManager.__init__ = __init__  # type: ignore[method-assign]
-
-    from lm_eval import evaluator
-
-    evaluate = evaluator.evaluate
-    if not getattr(evaluate, "_radsafe", False):
-
-        def timed_evaluate(lm: Any, *args: Any, **kwargs: Any) -> Any:
-            from lm_eval_radsafe.models import check_chat_backend, check_sampling_backend
-
-            check_chat_backend(lm, kwargs.get("apply_chat_template"))
-            inner = getattr(lm, "lm", lm)
-            if hasattr(inner, "endpoint_stats") and inner not in ENDPOINTS:
-                ENDPOINTS.append(inner)
-            check_sampling_backend(lm, kwargs["task_dict"] if "task_dict" in kwargs else args[0])
-            patterns = set(FROM_PATTERN.values())
-            left = [entry for entry in LEFT_OUT if entry[0] in patterns]
-            if left:
-                logger.warning(left_out_summary(left))
-            time_requests(lm)
-            results = evaluate(*args, lm=lm, **kwargs)
-            for line in empty_output_warnings(bool(kwargs.get("apply_chat_template"))):
-                logger.warning(line)
-            return results
-
-        timed_evaluate._radsafe = True  # type: ignore[attr-defined]
-        evaluator.evaluate = timed_evaluate
-
-    save = EvaluationTracker.save_results_aggregated
-    if not getattr(save, "_radsafe", False):
-
-        def save_results_aggregated(self: Any, results: dict, samples: dict | None = None) -> None:
-            results[RESULTS_KEY] = provenance()
-            save(self, results=results, samples=samples)
-            if self.output_path:
-                path = Path(self.output_path)
-                if path.suffix == ".json":
-                    SAVED.append(path.with_name(f"{path.stem}_{self.date_id}.json"))
-                else:
-                    SAVED.append(path / str(self.general_config_tracker.model_name_sanitized) / f"results_{self.date_id}.json")
-
-        save_results_aggregated._radsafe = True  # type: ignore[attr-defined]
-        EvaluationTracker.save_results_aggregated = save_results_aggregated  # type: ignore[method-assign]
+    with compat.patched(
+        {
+            compat.TASK_BUILD: leave_out_unfit_conditions,
+            compat.MANAGER_INIT: _include_ours,
+            compat.EVALUATE: _checked_and_timed,
+            compat.SAVE_RESULTS: _with_provenance,
+        }
+    ):
+        yield
 
 
 #: results files written by `radsafe eval` in this process
@@ -331,13 +329,13 @@ def run_eval(argv: Sequence[str]) -> int:
     argv = [a for a in argv if a != "--debug"]
     for state in (ENDPOINTS, ANSWERING, OUTPUTS, SAVED, LEFT_OUT, FROM_PATTERN):
         state.clear()  # a second run in one process starts afresh
-    _install_hooks()
     argv = expand_patterns(argv)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm_eval", *argv]
     try:
-        cli_evaluate()
+        with radsafe_hooks():
+            cli_evaluate()
     except Exception as exc:
         message = eval_error_message(exc)
         if message is None or debug:
@@ -366,6 +364,7 @@ def run_eval(argv: Sequence[str]) -> int:
 
 def eval_error_message(exc: BaseException) -> str | None:
     """The one-line message for an error `radsafe eval` knows, or None to show the traceback."""
+    from lm_eval_radsafe.compat import IncompatibleLmEval
     from lm_eval_radsafe.conditions import ConditionUnavailable
     from lm_eval_radsafe.endpoint import EndpointError
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
@@ -374,7 +373,7 @@ def eval_error_message(exc: BaseException) -> str | None:
     text = str(exc)
     if isinstance(exc, ValueError) and text.startswith("Tasks not found:"):
         return unknown_task_message(text.partition(":")[2])
-    if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError, EndpointError)):
+    if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError, EndpointError, IncompatibleLmEval)):
         return text
     from lm_eval_radsafe.retrieval.agentic import ReportsError
     from lm_eval_radsafe.retrieval.corpus import CorpusError

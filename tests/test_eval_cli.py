@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURE, JsonServer
-from lm_eval_radsafe.cli import FROM_PATTERN, LEFT_OUT, expand_patterns, task_manager
+from lm_eval_radsafe.cli import FROM_PATTERN, LEFT_OUT, expand_patterns, radsafe_hooks, task_manager
 from lm_eval_radsafe.conditions import ConditionUnavailable
 
 RADSAFE = str(Path(sys.executable).with_name("radsafe"))
@@ -39,7 +39,8 @@ def empty_reply(path: str, body: dict) -> dict:
 def test_tag_leaves_out_conditions_without_evidence_in_one_warning(fixture_data, caplog) -> None:
     LEFT_OUT.clear()
     with caplog.at_level(logging.WARNING, logger="lm_eval_radsafe"):
-        loaded = task_manager(include_defaults=False).load_task_or_group(["radsafe200_sc"])
+        with radsafe_hooks():
+            loaded = task_manager(include_defaults=False).load_task_or_group(["radsafe200_sc"])
     names = set(loaded)
     assert names == {f"radsafe200_{c}_sc" for c in NO_RETRIEVAL}
     lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
@@ -50,12 +51,12 @@ def test_tag_leaves_out_conditions_without_evidence_in_one_warning(fixture_data,
 
 
 def test_named_condition_that_cannot_run_fails_with_the_reason(fixture_data) -> None:
-    with pytest.raises(ConditionUnavailable, match="prepared folder"):
+    with radsafe_hooks(), pytest.raises(ConditionUnavailable, match="prepared folder"):
         task_manager(include_defaults=False).load_task_or_group(["radsafe200_rag_top5"])
 
 
 def test_tag_of_which_nothing_can_run_is_an_error(fixture_data) -> None:
-    with pytest.raises(ConditionUnavailable, match="none of the tasks of radsafe200_retrieval"):
+    with radsafe_hooks(), pytest.raises(ConditionUnavailable, match="none of the tasks of radsafe200_retrieval"):
         task_manager(include_defaults=False).load_task_or_group(["radsafe200_retrieval"])
 
 
@@ -68,10 +69,35 @@ def test_patterns_expand_to_our_tasks_and_may_leave_out(fixture_data) -> None:
     assert not any(name.startswith("radsafe200_") and not name.endswith("_think") for name in tasks)
     assert len([t for t in tasks if t.startswith("radsafe200_")]) == 11
     assert expand_patterns(["--tasks=radsafe200_rag_top?"]) == ["--tasks=radsafe200_rag_top1,radsafe200_rag_top5"]
-    built = task_manager(include_defaults=False).load_task_or_group([t for t in tasks if t != "hellaswag"])
+    with radsafe_hooks():
+        built = task_manager(include_defaults=False).load_task_or_group([t for t in tasks if t != "hellaswag"])
     assert set(built) == {f"radsafe200_{c}_think" for c in NO_RETRIEVAL}
     assert {entry[1] for entry in LEFT_OUT} >= {"radsafe200_rag_top1_think", "radsafe200_agentic_rag_think"}
     FROM_PATTERN.clear()
+
+
+def test_hooks_are_in_place_only_within_a_run(fixture_data) -> None:
+    """Importing the package, `task_manager()` and a finished `radsafe eval` leave lm-eval as
+    it was: a tag of conditions that cannot run fails as lm-eval makes it fail."""
+    from lm_eval import evaluator
+    from lm_eval.tasks._factory import TaskFactory
+
+    from lm_eval_radsafe.compat import TARGETS
+
+    before = [target.resolve()[2] for target in TARGETS]
+    with radsafe_hooks():
+        assert [target.resolve()[2] for target in TARGETS] != before
+        assert evaluator.evaluate is not before[2] and TaskFactory.build is not before[0]
+    assert [target.resolve()[2] for target in TARGETS] == before
+    with pytest.raises(ConditionUnavailable):
+        task_manager(include_defaults=False).load_task_or_group(["radsafe200_sc"])
+
+
+def test_every_patched_name_exists_in_the_installed_lm_eval() -> None:
+    from lm_eval_radsafe import compat
+
+    assert compat.problems() == []
+    assert len(compat.TARGETS) == 4
 
 
 # ---------------------------------------------------------------- the tokenizer of an API model

@@ -259,12 +259,12 @@ def test_prepare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_tag_skips_a_context_condition_the_window_cannot_hold(prepared: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from lm_eval_radsafe.cli import skip_unfit_conditions
+    from lm_eval_radsafe.cli import radsafe_hooks
     from lm_eval_radsafe.retrieval.retrievers import offline_minilm_path
 
-    skip_unfit_conditions()  # what `radsafe eval` installs before loading tasks
     metadata = {"prepared": str(prepared), "pretrained": offline_minilm_path(), "max_model_len": 40_000}
-    loaded = task_manager(include_defaults=False, metadata=metadata).load(["radsafe_demo_context"])
+    with radsafe_hooks():  # what `radsafe eval` installs for its run
+        loaded = task_manager(include_defaults=False, metadata=metadata).load(["radsafe_demo_context"])
     names = set(loaded["tasks"]) if isinstance(loaded, dict) and "tasks" in loaded else {str(t) for t in loaded}
     assert any("context_32k" in n for n in names) and any("context_max" in n for n in names)
     assert not any("context_100k" in n for n in names)

@@ -1,0 +1,117 @@
+"""Every change `radsafe eval` makes to lm-eval at run time, and nothing else, lives here.
+
+lm-eval has no seam for four things `radsafe eval` does, so it replaces four attributes
+for the length of one run and puts the originals back afterwards (:func:`patched`):
+
+=========================================================  =====================================
+``lm_eval.tasks._factory.TaskFactory.build``               a ``radsafe*`` tag leaves out the
+                                                           conditions that cannot run
+``lm_eval.tasks.manager.TaskManager.__init__``             our task folder is always included
+``lm_eval.evaluator.evaluate``                             backend checks before any request,
+                                                           request timing, warnings after
+``lm_eval.loggers.evaluation_tracker.EvaluationTracker``   the ``radsafe`` provenance block
+``.save_results_aggregated``                               in the results file
+=========================================================  =====================================
+
+Nothing is patched at import, by ``task_manager()`` or by plain ``lm_eval``. Before
+patching, :func:`check` verifies the installed lm-eval: its version is in
+:data:`SUPPORTED` and every patched name exists with the parameters we call it with
+(a test asserts the same, so an lm-eval release that moves one fails in CI, not for users).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+#: lm-eval versions the package is tested with (kept in step with setup.cfg)
+SUPPORTED = (">=0.4.12", "<0.6")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One attribute we replace: ``module``, dotted ``owner.attr`` path, and the parameter
+    names our replacement relies on."""
+
+    module: str
+    path: str
+    parameters: tuple[str, ...]
+
+    def resolve(self) -> tuple[Any, str, Any]:
+        """(object holding the attribute, attribute name, current value)."""
+        holder: Any = importlib.import_module(self.module)
+        *owners, name = self.path.split(".")
+        for owner in owners:
+            holder = getattr(holder, owner)
+        return holder, name, getattr(holder, name)
+
+
+TASK_BUILD = Target("lm_eval.tasks._factory", "TaskFactory.build", ("self", "entry", "overrides", "registry"))
+MANAGER_INIT = Target("lm_eval.tasks.manager", "TaskManager.__init__", ("self", "include_path"))
+EVALUATE = Target("lm_eval.evaluator", "evaluate", ("lm", "task_dict", "apply_chat_template"))
+SAVE_RESULTS = Target("lm_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_aggregated", ("self", "results", "samples"))
+TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE, SAVE_RESULTS)
+
+
+class IncompatibleLmEval(RuntimeError):
+    """The installed lm-eval lacks a name or parameter `radsafe eval` relies on."""
+
+
+def lm_eval_version() -> str:
+    """The installed lm-eval's version."""
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def problems() -> list[str]:
+    """What is missing or changed in the installed lm-eval, one line each (empty: fine)."""
+    from packaging.specifiers import SpecifierSet
+
+    found = []
+    installed = lm_eval_version()
+    if not SpecifierSet(",".join(SUPPORTED), prereleases=True).contains(installed, prereleases=True):
+        found.append(f"lm-eval {installed} is outside the supported range {','.join(SUPPORTED)}")
+    for target in TARGETS:
+        try:
+            _, _, value = target.resolve()
+        except (ImportError, AttributeError) as exc:
+            found.append(f"{target.module}.{target.path} is missing ({exc})")
+            continue
+        value = getattr(value, "__wrapped__", value)
+        parameters = inspect.signature(value).parameters
+        missing = [p for p in target.parameters if p not in parameters]
+        if missing:
+            found.append(f"{target.module}.{target.path} has no parameter(s) {', '.join(missing)}")
+    return found
+
+
+def check() -> None:
+    """Raise :class:`IncompatibleLmEval` naming every problem, with the supported range."""
+    found = problems()
+    if found:
+        raise IncompatibleLmEval(
+            "radsafe eval cannot hook into this lm-eval: " + "; ".join(found)
+            + f". Install a supported version: pip install 'lm-eval{','.join(SUPPORTED)}', or run plain lm_eval --include_path \"$(radsafe tasks-path)\""
+        )
+
+
+@contextmanager
+def patched(replacements: dict[Target, Callable[[Any], Any]]) -> Iterator[None]:
+    """Within the block, each target's attribute is ``make(original)``; afterwards, the
+    original again (also on errors). Checks the installed lm-eval first."""
+    check()
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for target, make in replacements.items():
+            holder, name, original = target.resolve()
+            saved.append((holder, name, original))
+            setattr(holder, name, make(original))
+        yield
+    finally:
+        for holder, name, original in reversed(saved):
+            setattr(holder, name, original)
