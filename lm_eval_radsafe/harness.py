@@ -328,9 +328,17 @@ def item_from_doc(doc: dict[str, Any]) -> Item:
     return item_from_record(record)
 
 
+def _one_value(results: list[Any]) -> Any:
+    """The filtered value of a one-request item. lm-eval 0.4 passes ``[value]``; 0.5 chains
+    the request's value into the list, so a string arrives as its characters."""
+    if len(results) > 1 and all(isinstance(x, str) and len(x) == 1 for x in results):
+        return "".join(results)
+    return results[0]
+
+
 def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
     """Greedy regime: per-item metric values from the strict letter the filter kept."""
-    letter = results[0]
+    letter = _one_value(results)
     if isinstance(letter, (list, tuple)):
         raise TypeError(f"expected one letter per item, got {letter!r}: end the filter pipeline with take_first")
     return {**score_item(item_from_doc(doc), None if letter == NULL else letter), **_recall(doc), **_agent_cost(doc)}
@@ -352,8 +360,9 @@ def _agent_cost(doc: dict[str, Any]) -> dict[str, float]:
 
 
 def process_results_sc(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
-    """Self-consistency regime: per-item values from the list of K sampled letters."""
-    letters = results[0]
+    """Self-consistency regime: per-item values from the list of K sampled letters (lm-eval
+    0.4 passes ``[letters]``; 0.5 passes the letters themselves)."""
+    letters = results[0] if len(results) == 1 else results
     if isinstance(letters, str) or not isinstance(letters, (list, tuple)):
         raise TypeError(f"expected the list of sampled letters, got {letters!r}: do not end the pipeline with take_first")
     return {**score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY])), **_recall(doc), **_agent_cost(doc)}
@@ -370,6 +379,9 @@ def doc_to_target_index(doc: dict[str, Any]) -> int:
 
 
 def process_results_ll(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
-    """Log-likelihood regime: per-item values from one (log-likelihood, is-greedy) per letter."""
+    """Log-likelihood regime: per-item values from one (log-likelihood, is-greedy) per letter
+    (lm-eval 0.5 chains each pair into the list: log-likelihood, is-greedy, ...)."""
+    if results and not isinstance(results[0], (list, tuple)):
+        results = [tuple(results[i : i + 2]) for i in range(0, len(results), 2)]
     loglikelihoods = [float(result[0]) for result in results]
     return {**score_loglikelihoods(item_from_doc(doc), loglikelihoods, float(doc[THRESHOLD_KEY])), **_recall(doc), **_agent_cost(doc)}
