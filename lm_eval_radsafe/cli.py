@@ -467,6 +467,10 @@ def run_report(args: argparse.Namespace) -> int:
     from lm_eval_radsafe.analysis.runs import RunError
     from lm_eval_radsafe.analysis.scaling import ModelCardError
 
+    rules = getattr(args, "rules", "ours")
+    if rules == "study" and args.leaderboard:
+        print("error: --leaderboard holds numbers under our rules (validate-submission rescores them so): drop --rules study or --leaderboard", file=sys.stderr)
+        return 1
     try:
         require_report_extra()
         report = build_report(
@@ -479,6 +483,7 @@ def run_report(args: argparse.Namespace) -> int:
             prefer=args.prefer,
             strict=args.strict,
             sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
+            rules=rules,
         )
         written = write_report(report, args.out)
         if args.leaderboard:
@@ -495,6 +500,8 @@ def run_report(args: argparse.Namespace) -> int:
     )
     if meta["warnings"]:
         print(f"{len(meta['warnings'])} run(s) flagged for abstention >= 95% (see the warnings above and report.html)")
+    if report.rules is not None:
+        print(report.rules["summary"])
     for name in sorted(written):
         print(f"  {written[name]}")
     return 0
@@ -637,6 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse results files without samples files instead of skipping them with a warning"
     )
     report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
+    report.add_argument(
+        "--rules",
+        choices=("ours", "study"),
+        default="ours",
+        help="ours (default): one NULL-aware majority throughout; study: count as the study's analysis scripts do where "
+        "they differ (README, 'Our rules and the study scripts'), and write rules.csv and rules_mcnemar.csv beside",
+    )
     prep = sub.add_parser("prepare", help="retrieve evidence (and, with --agentic, agent reports) for the retrieval conditions into a prepared folder")
     prep.add_argument("--dataset", required=True, help="'demo', a dataset file or folder, or a hub id")
     prep.add_argument("--corpus", required=True, help="'demo', a .jsonl corpus (id, title, text) or a folder of .txt/.md")

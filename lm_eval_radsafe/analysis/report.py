@@ -19,6 +19,19 @@ from lm_eval_radsafe.analysis.questions import concentration, ensembles, worst_c
 from lm_eval_radsafe.analysis.runs import Prefer, SizeRule, read_runs
 from lm_eval_radsafe.analysis.scaling import decoupling, load_model_cards, scaling_table, variance_decomposition
 from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
+from lm_eval_radsafe.analysis.study_rules import (
+    MCNEMAR_COLUMNS,
+    RULES,
+    RULES_COLUMNS,
+    Rules,
+    mcnemar_table,
+    rules_table,
+    same_value,
+    study_paired_tests,
+    study_worst_cases,
+    summary_line,
+    to_study_rules,
+)
 from lm_eval_radsafe.analysis.summary import SUMMARY_COLUMNS, Analysis, abstention_flags, analyse, paired_tests, tie_groups
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
 from lm_eval_radsafe.items import Item
@@ -67,6 +80,8 @@ class Report:
     cards: dict[str, Any] = field(default_factory=dict)
     cost: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: with ``--rules study``: ``rows`` (rules.csv), ``mcnemar`` (rules_mcnemar.csv), ``summary``
+    rules: dict[str, Any] | None = None
 
 
 def build_report(
@@ -80,12 +95,16 @@ def build_report(
     prefer: Prefer | None = None,
     strict: bool = False,
     sizes: SizeRule = "refuse",
+    rules: Rules = "ours",
 ) -> Report:
     """Read runs and compute every table of the report.
 
     ``prefer``, ``strict`` and ``sizes`` choose among several runs of one model,
     condition and regime, treat a task without samples file, and treat runs of one
     condition and regime on different items (:func:`~lm_eval_radsafe.analysis.runs.read_runs`).
+    ``rules="study"`` counts as the study's analysis scripts do where they differ from
+    ours (:mod:`~lm_eval_radsafe.analysis.study_rules`): every table then follows them,
+    and ``report.rules`` holds both sets of numbers side by side.
     """
     from lm_eval_radsafe import __version__
 
@@ -102,12 +121,21 @@ def build_report(
         notes=size_notes,
     )
     items = {item_id: item for (_, item_id), item in collected.items()}
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {', '.join(RULES)}, not {rules!r}")
+    study = None
+    if rules == "study":
+        study = to_study_rules(runs, items)
+        runs = study.runs
     flags = abstention_flags(runs)
     for message in flags.values():
         logger.warning("%s", message)
     analysis = analyse(runs, n_boot=n_boot, seed=seed)
     tests = paired_tests(analysis)
     worst = worst_cases(runs, items)
+    if study is not None:
+        tests = study_paired_tests(tests, study)
+        worst = study_worst_cases(worst, items)
     report = Report(
         analysis=analysis,
         items=items,
@@ -133,6 +161,12 @@ def build_report(
             "warnings": list(flags.values()),
         },
     )
+    if study is not None:
+        rule_rows, mcnemar_rows = rules_table(study), mcnemar_table(study)
+        line = summary_line(study, rule_rows, mcnemar_rows)
+        logger.info("%s", line)
+        report.meta["rules"] = "study"
+        report.rules = {"rows": rule_rows, "mcnemar": mcnemar_rows, "summary": line}
     if ensemble_members:
         report.ensembles = ensembles(runs, items, ensemble_members)
     if model_cards:
@@ -229,6 +263,10 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
     if report.cost:
         _write_csv(out / "cost.csv", report.cost, COST_COLUMNS)
         written["cost.csv"] = out / "cost.csv"
+    if report.rules is not None:
+        _write_csv(out / "rules.csv", report.rules["rows"], RULES_COLUMNS)
+        _write_csv(out / "rules_mcnemar.csv", report.rules["mcnemar"], MCNEMAR_COLUMNS)
+        written["rules.csv"], written["rules_mcnemar.csv"] = out / "rules.csv", out / "rules_mcnemar.csv"
     embedded: dict[str, str] = {}
     plt = None
     for name, fig in _figures(report).items():
@@ -277,6 +315,15 @@ def _metric_difference(value: Any, name: str) -> str:
 
 def _n_text(counts: list[int]) -> str:
     return str(counts[0]) if len(counts) == 1 else "–".join((str(min(counts)), str(max(counts))))
+
+
+def _rules_view(rules: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the page shows of the rules comparison: the rows that differ (all are in the CSVs)."""
+    if rules is None:
+        return None
+    changed = [r for r in rules["rows"] if not same_value(r["ours"], r["study"])]
+    changed_tests = [t for t in rules["mcnemar"] if not same_value(t["ours_p"], t["study_p"])]
+    return {**rules, "changed": changed, "changed_tests": changed_tests}
 
 
 def render_html(report: Report, figures: dict[str, str]) -> str:
@@ -335,6 +382,7 @@ def render_html(report: Report, figures: dict[str, str]) -> str:
         variance=report.variance,
         decoupling=report.decoupling,
         figures=figures,
+        rules=_rules_view(report.rules),
         drill=sorted(drill.items()),
         items=report.items,
         conditions={c: CONDITIONS[c].display_name for c in CONDITIONS},
