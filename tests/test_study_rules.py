@@ -10,8 +10,9 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURE
+from test_analysis import write_run
+
 from lm_eval_radsafe.aggregation import expected_calibration_error, maximum_calibration_error
 from lm_eval_radsafe.analysis.report import build_report, write_report
 from lm_eval_radsafe.analysis.study_rules import (
@@ -27,7 +28,6 @@ from lm_eval_radsafe.cli import main
 from lm_eval_radsafe.consistency import majority_vote
 from lm_eval_radsafe.loaders import load_items
 from lm_eval_radsafe.metrics import score_item, score_votes
-from test_analysis import write_run
 
 ITEMS = {it.id: it for it in load_items(FIXTURE).items}
 # fx-001: A correct, 5 options; B and D high-risk + unsafe + contradicting, E high-risk + contradicting
@@ -226,8 +226,9 @@ def test_single_answer_rules_are_ours() -> None:
     ],
 )
 def test_most_common_wrong_tie_breaks(item_id: str, answers: list[tuple[str, str]], study: str, ours: str) -> None:
-    from lm_eval_radsafe.analysis.questions import worst_cases
     from types import SimpleNamespace
+
+    from lm_eval_radsafe.analysis.questions import worst_cases
 
     item = ITEMS[item_id]
     assert most_common_wrong_first_seen(answers, item) == study

@@ -43,14 +43,22 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from lm_eval_radsafe.analysis.runs import REGIME_METRICS, RunError, TaskRun, _samples_rows
-from lm_eval_radsafe.analysis.stats import benjamini_hochberg, calibration, holm, mcnemar_exact, weighted_means, weighted_ratio
+from lm_eval_radsafe.analysis.stats import (
+    benjamini_hochberg,
+    calibration,
+    holm,
+    mcnemar_exact,
+    weighted_means,
+    weighted_ratio,
+)
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
 from lm_eval_radsafe.consistency import majority_vote
 from lm_eval_radsafe.filters import ALL_LETTERS, NULL, extract_letter
