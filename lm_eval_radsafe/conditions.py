@@ -3,6 +3,10 @@
 A condition says which evidence goes into the prompt and which template renders it. One
 name is used everywhere: the registry key, the task name suffix (``radsafe_demo_<name>``),
 the YAML file, the report and the figures.
+
+The task YAMLs are written from the registries here (conditions, :data:`REGIMES`,
+:data:`FAMILIES`) by ``tasks/radsafe200/_generate_configs.py``: adding a condition is one
+:func:`register_condition` call and one run of that script.
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ class Condition:
         """Evidence comes from ``radsafe prepare`` rather than from the item."""
         return self.retrieval is not None
 
+    @property
+    def tag(self) -> str | None:
+        """Suffix of the tag that holds this condition's greedy tasks (``retrieval`` for
+        ``radsafe200_retrieval``); None for a condition that needs no retrieval, which the
+        family's group lists instead."""
+        return RETRIEVAL_TAGS[self.retrieval] if self.retrieval is not None else None
+
+
+#: retrieval kind -> suffix of the tag of its conditions' greedy tasks (``<family>_<suffix>``)
+RETRIEVAL_TAGS: dict[str, str] = {"top_k": "retrieval", "padded": "retrieval", "agentic": "agentic", "budget": "context"}
+
 
 class ConditionUnavailable(ValueError):
     """A condition cannot run with what the user gave (no prepared folder, no agent reports,
@@ -43,9 +58,16 @@ CONDITIONS: dict[str, Condition] = {}
 
 
 def register_condition(condition: Condition) -> Condition:
-    """Add ``condition`` to the registry; a name may be registered once."""
+    """Add ``condition`` to the registry; a name may be registered once.
+
+    Its task YAMLs are written by ``tasks/radsafe200/_generate_configs.py``.
+    """
     if condition.name in CONDITIONS:
         raise ValueError(f"condition {condition.name!r} is already registered")
+    if condition.retrieval is not None and condition.retrieval not in RETRIEVAL_TAGS:
+        raise ValueError(
+            f"condition {condition.name!r}: unknown retrieval kind {condition.retrieval!r}; known: {', '.join(RETRIEVAL_TAGS)}"
+        )
     CONDITIONS[condition.name] = condition
     return condition
 
@@ -149,25 +171,69 @@ register_condition(
 
 @dataclass(frozen=True)
 class Regime:
-    """How answers are obtained: the task-name suffix and the overlay YAML that sets it."""
+    """How answers are obtained: the task-name suffix and the overlay YAML that sets it.
+
+    ``overlay`` is the YAML file (in ``tasks/radsafe200/``) included after the family's base,
+    None for the base's own greedy settings; ``alias_note`` follows the condition's display
+    name in the task alias. A regime with a suffix gets a tag of its own (``radsafe200_sc``).
+    """
 
     name: str
     suffix: str
     display_name: str
     results_filter: str
     description: str
+    overlay: str | None = None
+    alias_note: str = ""
 
 
 REGIMES: dict[str, Regime] = {
     regime.name: regime
     for regime in (
         Regime("greedy", "", "Single (greedy)", "strict", "temperature 0, 10-token answer"),
-        Regime("sc", "_sc", "Self-consistency", "strict", "20 samples at temperature 0.7, NULL-aware majority"),
-        Regime("ll", "_ll", "Log-likelihood", "none", "one pass scoring the option letters"),
-        Regime("think", "_think", "Reasoning budget", "strict", "greedy, EOS-only stop, 4,096-token budget"),
+        Regime(
+            "sc", "_sc", "Self-consistency", "strict", "20 samples at temperature 0.7, NULL-aware majority",
+            overlay="_radsafe_sc_yaml", alias_note=" (self-consistency)",
+        ),
+        Regime(
+            "ll", "_ll", "Log-likelihood", "none", "one pass scoring the option letters",
+            overlay="_radsafe_ll_yaml", alias_note=" (log-likelihood)",
+        ),
+        Regime(
+            "think", "_think", "Reasoning budget", "strict", "greedy, EOS-only stop, 4,096-token budget",
+            overlay="_radsafe_think_yaml", alias_note=" (reasoning budget)",
+        ),
     )
 }
-FAMILIES = ("radsafe200", "radsafe_demo")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A set of items evaluated under every condition and regime: the task-name prefix, the
+    base YAML that loads its items (``custom_dataset``), the display name of its group (the
+    conditions that need no retrieval) and what its items are."""
+
+    name: str
+    base: str
+    group_alias: str
+    items: str
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family("radsafe200", "_radsafe200_yaml", "RadSaFE-200", "the published benchmark"),
+        Family("radsafe_demo", "_radsafe_demo_yaml", "radsafe demo (not RadSaFE-200)", "the bundled demo set"),
+    )
+}
+
+#: ``metadata.version`` of every task and group: bump it (and list the change in the
+#: CHANGELOG) when a change can move a reported number, then rerun _generate_configs.py.
+TASK_VERSION = 1.0
+#: task ``metadata`` keys by which each task YAML names its condition and regime: read once,
+#: by the family's ``custom_dataset`` loader (lm-eval passes a task's metadata to it)
+CONDITION_KEY = "radsafe_condition"
+REGIME_KEY = "radsafe_regime"
 
 
 def task_name(family: str, condition: str, regime: str = "greedy") -> str:

@@ -1,6 +1,10 @@
 """The functions lm-eval calls for the ``radsafe200_*`` and ``radsafe_demo_*`` tasks.
 
-``tasks/radsafe200/utils.py`` only re-exports these; the YAMLs hold configuration.
+``tasks/radsafe200/utils.py`` only re-exports these; the YAMLs hold configuration. Each
+task YAML names its condition and regime in its ``metadata`` (``radsafe_condition``,
+``radsafe_regime``, written by ``tasks/radsafe200/_generate_configs.py``); lm-eval passes
+that metadata to the family's ``custom_dataset`` loader, which reads the condition once,
+loads the items once, builds the evidence and attaches the condition to every row.
 
 Dataset selection for the ``radsafe200`` family, first match wins:
 
@@ -14,13 +18,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from lm_eval_radsafe.conditions import ConditionUnavailable, get_condition, parse_task_name
+from lm_eval_radsafe.conditions import (
+    CONDITION_KEY,
+    REGIME_KEY,
+    REGIMES,
+    Condition,
+    ConditionUnavailable,
+    get_condition,
+    task_name,
+)
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import CANONICAL_KEYS, Item
 from lm_eval_radsafe.loaders import (
@@ -89,46 +100,60 @@ def to_dataset(loaded: LoadedItems, threshold: float = OVERCONFIDENCE_THRESHOLD)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
-def _task_name(metadata: dict[str, Any]) -> str | None:
-    # lm-eval passes the task's YAML path; our YAML files are named after their task.
-    source = metadata.get("config_source")
-    return Path(str(source)).stem if source else None
+def variant(metadata: dict[str, Any]) -> tuple[Condition, str]:
+    """The condition and the regime name that a task's YAML gives in its ``metadata``.
+
+    Raises ``ValueError`` when the condition is missing or unknown, or the regime unknown.
+    """
+    name = metadata.get(CONDITION_KEY)
+    if not name:
+        raise ValueError(
+            f"the task's metadata names no {CONDITION_KEY!r}: a radsafe task YAML sets metadata: "
+            f"{{{CONDITION_KEY}: <condition>, {REGIME_KEY}: <regime>}} (tasks/radsafe200/_generate_configs.py writes them)"
+        )
+    try:
+        condition = get_condition(str(name))
+    except KeyError as exc:
+        raise ValueError(f"metadata {CONDITION_KEY!r}: {exc.args[0]}") from None
+    regime = str(metadata.get(REGIME_KEY) or "greedy")
+    if regime not in REGIMES:
+        raise ValueError(f"metadata {REGIME_KEY!r}: unknown regime {regime!r}; known: {', '.join(REGIMES)}")
+    return condition, regime
 
 
 PREPARED_ENV = "RADSAFE_PREPARED"
 PREPARED_METADATA_KEY = "prepared"
 
 
-def _condition_of(task: str | None) -> Any:
-    parsed = parse_task_name(task) if task else None
-    return get_condition(parsed[1]) if parsed else None
+def _prepared_folder(source: str, metadata: dict[str, Any]) -> str | None:
+    """The prepared folder the run names; None for the demo set, which prepares itself.
+    Raises :class:`ConditionUnavailable` (before any item is read) when there is none."""
+    folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
+    if not folder and source != DEMO_SOURCE:
+        raise ConditionUnavailable(
+            "retrieval conditions read evidence from a prepared folder: run `radsafe prepare --dataset ... "
+            "--corpus ... --out DIR`, then pass --metadata '{\"prepared\": \"DIR\"}' or set RADSAFE_PREPARED"
+        )
+    return str(folder) if folder else None
 
 
-def _prepared(source: str, metadata: dict[str, Any]) -> Any:
-    """The prepared folder of a retrieval task; the demo family prepares itself if needed."""
+def _prepared(loaded: LoadedItems, source: str, metadata: dict[str, Any]) -> Any:
+    """The prepared folder of a retrieval task, checked against the items ``loaded`` from
+    ``source`` whatever the source; the demo set prepares itself if needed."""
     from lm_eval_radsafe.paths import cache_root
     from lm_eval_radsafe.retrieval.prepare import PrepareSettings, load_prepared, prepare
 
-    folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
+    folder: str | Path | None = _prepared_folder(source, metadata)
     if not folder:
-        if source != DEMO_SOURCE:
-            raise ConditionUnavailable(
-                "retrieval conditions read evidence from a prepared folder: run `radsafe prepare --dataset ... "
-                "--corpus ... --out DIR`, then pass --metadata '{\"prepared\": \"DIR\"}' or set RADSAFE_PREPARED"
-            )
         from lm_eval_radsafe.retrieval.corpus import corpus_hash, read_corpus
 
         # keyed by the bundled items and corpus, so a new release never reads stale evidence
-        key = load_items(DEMO_SOURCE).fingerprint[7:19] + "-" + corpus_hash(read_corpus("demo"))[7:19]
+        key = loaded.fingerprint[7:19] + "-" + corpus_hash(read_corpus("demo"))[7:19]
         folder = cache_root() / "prepared" / f"demo-bm25-{key}"
         if not (Path(folder) / "manifest.json").is_file():
             logger.info("preparing the demo corpus evidence in %s", folder)
-            prepare(DEMO_SOURCE, "demo", folder, PrepareSettings(), progress=False)
-    prepared = load_prepared(folder)
-    expected = load_items(source).fingerprint if source == DEMO_SOURCE or metadata.get(DATA_METADATA_KEY) else None
-    if expected and prepared.manifest["dataset"]["fingerprint"] != expected:
-        raise ValueError(f"{folder} was prepared for another dataset ({prepared.manifest['dataset']['source']})")
-    return prepared
+            prepare(loaded, "demo", folder, PrepareSettings(), progress=False)
+    return load_prepared(folder, loaded)
 
 
 def _retrieval_rows(dataset: datasets.DatasetDict, condition: Any, prepared: Any, metadata: dict[str, Any]) -> datasets.DatasetDict:
@@ -188,10 +213,11 @@ def _prepared_named(metadata: dict[str, Any]) -> bool:
     return bool(metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV))
 
 
-def agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems | None:
+def agentic_from_dataset(source: str, metadata: dict[str, Any], loaded: LoadedItems | None = None) -> LoadedItems | None:
     """The items when ``agentic_rag`` should use the dataset's own reports: no prepared folder
     with agent reports is named and every item carries one. None otherwise.
 
+    ``loaded``: the items of ``source`` when the caller has read them already.
     Raises ``ValueError`` saying how to build reports when neither is given.
     """
     from lm_eval_radsafe.retrieval.agentic import REPORTS_FILE
@@ -199,7 +225,8 @@ def agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems |
     folder = metadata.get(PREPARED_METADATA_KEY) or os.environ.get(PREPARED_ENV)
     if folder and (Path(folder).expanduser() / REPORTS_FILE).is_file():
         return None
-    loaded = load_items(source, allow_unlabelled=resolve_allow_unlabelled(metadata))
+    if loaded is None:
+        loaded = load_items(source, allow_unlabelled=resolve_allow_unlabelled(metadata))
     if all((item.agentic_report or "").strip() for item in loaded.items):
         return loaded
     if not folder:
@@ -213,19 +240,21 @@ def agentic_from_dataset(source: str, metadata: dict[str, Any]) -> LoadedItems |
     return None  # the named folder has no reports: load_reports says how to build them
 
 
-def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
+def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
+    """The rows of one task: its condition and regime from ``metadata``, the items of
+    ``source`` read once, the evidence built, the condition attached to every row."""
     threshold = resolve_threshold(metadata)
-    task = _task_name(metadata)
-    condition = _condition_of(task)
+    condition, regime = variant(metadata)
+    task = task_name(family, condition.name, regime)
+    if condition.uses_retrieval and condition.retrieval != "agentic":
+        _prepared_folder(source, metadata)  # no prepared folder: unavailable, before reading any item
+    loaded = load_items(source, allow_unlabelled=resolve_allow_unlabelled(metadata))
     extra: dict[str, Any] = {}
-    own_reports = agentic_from_dataset(source, metadata) if condition is not None and condition.retrieval == "agentic" else None
-    if own_reports is not None:
-        loaded = own_reports
+    if condition.retrieval == "agentic" and agentic_from_dataset(source, metadata, loaded) is not None:
         dataset = to_dataset(loaded, threshold)
         extra = {"agentic": {"source": "dataset", "field": "deep_research_report"}}
-    elif condition is not None and condition.uses_retrieval:
-        prepared = _prepared(source, metadata)
-        loaded = prepared.loaded
+    elif condition.uses_retrieval:
+        prepared = _prepared(loaded, source, metadata)
         dataset = _retrieval_rows(to_dataset(loaded, threshold), condition, prepared, metadata)
         extra = {
             "prepared": str(prepared.folder),
@@ -236,18 +265,17 @@ def _load(source: str, metadata: dict[str, Any]) -> datasets.DatasetDict:
         if condition.retrieval == "agentic":
             extra["agentic"] = _agentic_provenance(prepared)
     else:
-        loaded = load_items(source, allow_unlabelled=resolve_allow_unlabelled(metadata))
         dataset = to_dataset(loaded, threshold)
-    logger.info("%s: %d items from %s (%s)", task or "radsafe", len(loaded), loaded.source, loaded.fingerprint)
-    if task:
-        LOADED[task] = {
-            "dataset_fingerprint": loaded.fingerprint,
-            "dataset_source": loaded.source,
-            "n_items": len(loaded),
-            THRESHOLD_KEY: threshold,
-            **({} if loaded.labelled else {"labelled": False}),
-            **extra,
-        }
+    dataset["test"] = with_condition(dataset["test"], condition.name)
+    logger.info("%s: %d items from %s (%s)", task, len(loaded), loaded.source, loaded.fingerprint)
+    LOADED[task] = {
+        "dataset_fingerprint": loaded.fingerprint,
+        "dataset_source": loaded.source,
+        "n_items": len(loaded),
+        THRESHOLD_KEY: threshold,
+        **({} if loaded.labelled else {"labelled": False}),
+        **extra,
+    }
     return dataset
 
 
@@ -267,17 +295,19 @@ def _agentic_provenance(prepared: Any) -> dict[str, Any]:
 
 
 def load_radsafe200(**metadata: Any) -> datasets.DatasetDict:
-    """``custom_dataset`` of the ``radsafe200`` family (published benchmark or a local copy)."""
-    return _load(resolve_source(metadata), metadata)
+    """``custom_dataset`` of the ``radsafe200`` family (published benchmark or a local copy),
+    under the condition the task's ``metadata`` names (``radsafe_condition``)."""
+    return _load("radsafe200", resolve_source(metadata), metadata)
 
 
 def load_demo(**metadata: Any) -> datasets.DatasetDict:
-    """``custom_dataset`` of the ``radsafe_demo`` family (the bundled demo set)."""
-    return _load(DEMO_SOURCE, metadata)
+    """``custom_dataset`` of the ``radsafe_demo`` family (the bundled demo set), under the
+    condition the task's ``metadata`` names (``radsafe_condition``)."""
+    return _load("radsafe_demo", DEMO_SOURCE, metadata)
 
 
 def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Dataset:
-    """``process_docs``: attach the condition, its evidence text and the system prompt.
+    """Attach the condition, its evidence text and the system prompt to every row.
 
     Raises ``ValueError`` naming every item that lacks the evidence this condition needs.
     """
@@ -301,19 +331,6 @@ def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Datase
         return {"condition": condition, "evidence": row[field] if field else "", "system_prompt": system}
 
     return dataset.map(add)
-
-
-closed_book = partial(with_condition, condition="closed_book")
-clean_evidence = partial(with_condition, condition="clean_evidence")
-conflict_evidence = partial(with_condition, condition="conflict_evidence")
-rag_top1 = partial(with_condition, condition="rag_top1")
-rag_top5 = partial(with_condition, condition="rag_top5")
-rag_top10 = partial(with_condition, condition="rag_top10")
-rag_padded_top1 = partial(with_condition, condition="rag_padded_top1")
-agentic_rag = partial(with_condition, condition="agentic_rag")
-context_32k = partial(with_condition, condition="context_32k")
-context_100k = partial(with_condition, condition="context_100k")
-context_max = partial(with_condition, condition="context_max")
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:

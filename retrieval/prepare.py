@@ -84,7 +84,7 @@ class AgentRun:
 
 
 def prepare(
-    dataset: str,
+    dataset: str | LoadedItems,
     corpus: str,
     out: str | Path,
     settings: PrepareSettings = PrepareSettings(),
@@ -93,7 +93,8 @@ def prepare(
 ) -> dict[str, Any]:
     """Build the prepared folder ``out``; return its manifest.
 
-    With ``agent``, also build (or resume) the agentic reports against the same index.
+    ``dataset`` is a source for :func:`~lm_eval_radsafe.loaders.load_items` or items already
+    loaded. With ``agent``, also build (or resume) the agentic reports against the same index.
     """
     from tqdm.auto import tqdm
 
@@ -102,7 +103,7 @@ def prepare(
     if settings.k < 10:
         raise ValueError(f"k must be at least 10 (the top-10 condition), got {settings.k}")
     started = time.monotonic()
-    loaded: LoadedItems = load_items(dataset)
+    loaded: LoadedItems = dataset if isinstance(dataset, LoadedItems) else load_items(dataset)
     passages = read_corpus(corpus)
     corpus_id = corpus_hash(passages)
     retriever = _retriever(settings)
@@ -243,8 +244,13 @@ class Prepared:
         return [self.texts[c] for c, _ in ranked]
 
 
-def load_prepared(folder: str | Path) -> Prepared:
-    """Read a prepared folder; a missing or inconsistent file is a :class:`PreparedError`."""
+def load_prepared(folder: str | Path, loaded: LoadedItems | None = None) -> Prepared:
+    """Read a prepared folder; a missing or inconsistent file is a :class:`PreparedError`.
+
+    ``loaded``: the items the caller evaluates, already read. The folder must have been
+    prepared for them (same dataset fingerprint), and its own ``items.jsonl`` is then not
+    read again.
+    """
     folder = Path(folder).expanduser()
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
@@ -252,9 +258,14 @@ def load_prepared(folder: str | Path) -> Prepared:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("schema") != SCHEMA:
         raise PreparedError(f"{manifest_path}: field 'schema': expected {SCHEMA!r} (value: {manifest.get('schema')!r})")
-    loaded = load_items(folder / "items.jsonl")
-    if loaded.fingerprint != manifest["dataset"]["fingerprint"]:
-        raise PreparedError(f"{folder}: items.jsonl does not match the manifest's dataset fingerprint")
+    if loaded is None:
+        loaded = load_items(folder / "items.jsonl")
+        if loaded.fingerprint != manifest["dataset"]["fingerprint"]:
+            raise PreparedError(f"{folder}: items.jsonl does not match the manifest's dataset fingerprint")
+    elif loaded.fingerprint != manifest["dataset"]["fingerprint"]:
+        raise PreparedError(
+            f"{folder} was prepared for another dataset ({manifest['dataset']['source']}), not for {loaded.source}"
+        )
     texts = {}
     for number, line in enumerate((folder / "chunks.jsonl").open(encoding="utf-8"), start=1):
         try:

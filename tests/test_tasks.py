@@ -70,14 +70,59 @@ def test_task_names_follow_family_and_condition() -> None:
     assert set(all_yaml_names()) == expected
 
 
-def test_regime_yamls_are_short_and_share_the_overlays() -> None:
+def test_regime_yamls_are_short_and_name_their_condition_in_metadata() -> None:
     for family in FAMILIES:
         for condition in CONDITIONS:
             for regime in REGIMES:
                 path = tasks_dir() / f"{task_name(family, condition, regime)}.yaml"
-                lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+                lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
                 assert len(lines) <= 5, path
-                assert f"process_docs: !function utils.{condition}" in lines, path
+                metadata = f"metadata: {{version: 1.0, radsafe_condition: {condition}, radsafe_regime: {regime}}}"
+                assert metadata in lines, path
+                assert not any("process_docs" in line for line in lines), path
+
+
+def test_generator_reproduces_the_committed_yamls(tmp_path: Path) -> None:
+    """`python tasks/radsafe200/_generate_configs.py` rewrites the folder byte for byte."""
+    from lm_eval_radsafe.tasks.radsafe200._generate_configs import HEADER, main
+
+    assert main(["--out", str(tmp_path)]) == 0
+    generated = {p.name: p.read_bytes() for p in tmp_path.glob("*.yaml")}
+    committed = {p.name: p.read_bytes() for p in tasks_dir().glob("*.yaml")}
+    assert len(generated) == len(FAMILIES) * (1 + len(CONDITIONS) * len(REGIMES))
+    assert sorted(committed) == sorted(generated), "a committed task YAML the generator does not write, or the reverse"
+    changed = [name for name in generated if generated[name] != committed[name]]
+    assert not changed, f"edit the registries and rerun tasks/radsafe200/_generate_configs.py: {changed}"
+    assert all(text.startswith(HEADER.encode()) for text in generated.values())
+
+
+def test_generator_removes_what_the_registries_no_longer_produce(tmp_path: Path) -> None:
+    from lm_eval_radsafe.tasks.radsafe200._generate_configs import HEADER, write
+
+    stale = tmp_path / "radsafe_demo_retired_condition.yaml"
+    stale.write_text(HEADER + "task: radsafe_demo_retired_condition\n", encoding="utf-8")
+    own = tmp_path / "my_task.yaml"
+    own.write_text("task: my_task\n", encoding="utf-8")
+    write(tmp_path)
+    assert not stale.exists() and own.exists()
+
+
+def test_a_registered_condition_gets_every_variant_and_its_tag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lm_eval_radsafe import conditions
+    from lm_eval_radsafe.tasks.radsafe200._generate_configs import configs
+
+    condition = conditions.Condition("rag_top3", "Standard RAG top-3", None, "evidence.j2", "top-3 chunks", retrieval="top_k", k=3)
+    monkeypatch.setitem(conditions.CONDITIONS, condition.name, condition)
+    texts = configs()
+    assert texts["radsafe_demo_rag_top3.yaml"].splitlines()[1:] == [
+        "include: _radsafe_demo_yaml",
+        "task: radsafe_demo_rag_top3",
+        "task_alias: Standard RAG top-3",
+        "tag: radsafe_demo_retrieval",
+        "metadata: {version: 1.0, radsafe_condition: rag_top3, radsafe_regime: greedy}",
+    ]
+    assert "tag: radsafe200_ll" in texts["radsafe200_rag_top3_ll.yaml"]
+    assert "radsafe200_rag_top3" not in texts["radsafe200.yaml"]  # the group holds conditions without retrieval
 
 
 def test_overlay_metric_lists_match_the_metric_specs() -> None:
@@ -251,3 +296,83 @@ def test_metadata_overrides_environment(tmp_path: Path, monkeypatch: pytest.Monk
     tm = task_manager(include_defaults=False, metadata={"radsafe_data": str(FIXTURE)})
     loaded = tm.load(["radsafe200_closed_book"])
     assert loaded
+
+
+# --------------------------------------------------------------------------- one way in for the condition
+
+
+def test_config_source_is_not_read(fixture_data: Path) -> None:
+    """The condition comes from the task's metadata; the YAML's path says nothing."""
+    from lm_eval_radsafe import harness
+
+    dataset = harness.load_radsafe200(radsafe_condition="clean_evidence", radsafe_regime="sc", config_source="/x/radsafe200_closed_book.yaml")
+    assert set(dataset["test"]["condition"]) == {"clean_evidence"}
+    assert "radsafe200_clean_evidence_sc" in harness.LOADED
+    with pytest.raises(ValueError, match="names no 'radsafe_condition'"):
+        harness.load_radsafe200(config_source="/x/radsafe200_closed_book.yaml")
+    with pytest.raises(ValueError, match="unknown condition 'rag_top3'"):
+        harness.load_radsafe200(radsafe_condition="rag_top3")
+
+
+@pytest.fixture
+def item_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every time a dataset's items are read and validated, its source."""
+    from lm_eval_radsafe import loaders
+
+    reads: list[str] = []
+    finish = loaders._finish
+
+    def counted(table, source, allow_unlabelled):
+        reads.append(source)
+        return finish(table, source, allow_unlabelled)
+
+    monkeypatch.setattr(loaders, "_finish", counted)
+    return reads
+
+
+@pytest.mark.parametrize(
+    "name", ["radsafe200_closed_book_sc", "radsafe200_rag_top5", "radsafe200_agentic_rag_ll", "radsafe_demo_rag_padded_top1", "radsafe_demo_conflict_evidence"]
+)
+def test_items_are_read_once_per_task_load(
+    fixture_data: Path, prepared_fixture: Path, agentic_fixtures: dict[str, Path], item_reads: list[str], name: str
+) -> None:
+    metadata = {}
+    if name.startswith("radsafe200_rag"):
+        metadata["prepared"] = str(prepared_fixture)
+    if "_agentic_rag" in name:
+        metadata["prepared"] = str(agentic_fixtures["radsafe200"])
+    tm = task_manager(include_defaults=False, metadata=metadata)
+    item_reads.clear()
+    assert tm.load([name])
+    assert len(item_reads) == 1, item_reads
+
+
+def test_prepared_folder_is_checked_against_the_items_whatever_their_source(
+    prepared_fixture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder prepared for the fixture refuses the demo items, however they were named."""
+    from lm_eval_radsafe import harness
+    from lm_eval_radsafe.loaders import HUB_DATASET, demo_path
+    from lm_eval_radsafe.retrieval.prepare import PreparedError
+
+    prepared = {"prepared": str(prepared_fixture)}
+    demo = str(demo_path())
+    wrong = "was prepared for another dataset"
+    with pytest.raises(PreparedError, match=wrong):  # the demo family
+        task_manager(include_defaults=False, metadata=prepared).load(["radsafe_demo_rag_top5"])
+    with pytest.raises(PreparedError, match=wrong):  # --metadata radsafe_data
+        task_manager(include_defaults=False, metadata={**prepared, "radsafe_data": demo}).load(["radsafe200_rag_top5"])
+    monkeypatch.setenv("RADSAFE_DATA", demo)
+    with pytest.raises(PreparedError, match=wrong):  # $RADSAFE_DATA
+        task_manager(include_defaults=False, metadata=prepared).load(["radsafe200_rag_top5"])
+    monkeypatch.delenv("RADSAFE_DATA")
+    hub_reads: list[str] = []
+
+    def from_hub(source: str, allow_unlabelled: bool = False):  # the hub, offline: the demo items stand in
+        hub_reads.append(source)
+        return load_items("demo", allow_unlabelled=allow_unlabelled)
+
+    monkeypatch.setattr(harness, "load_items", from_hub)
+    with pytest.raises(PreparedError, match=wrong):  # the published benchmark on the hub
+        task_manager(include_defaults=False, metadata=prepared).load(["radsafe200_rag_top5"])
+    assert hub_reads == [HUB_DATASET]

@@ -76,10 +76,9 @@ def test_labelled_items_still_score_zero_and_one() -> None:
 
 
 def test_task_docs_carry_the_label_state_to_process_results(unlabelled: Path) -> None:
-    dataset = harness.load_radsafe200(radsafe_data=str(unlabelled), allow_unlabelled=True)["test"]
+    dataset = harness.load_radsafe200(radsafe_data=str(unlabelled), allow_unlabelled=True, radsafe_condition="closed_book")["test"]
     assert dataset["labelled"] == [False] * len(dataset)
-    docs = list(harness.closed_book(dataset))
-    doc = docs[0]
+    doc = dataset[0]
     item = harness.item_from_doc(doc)
     assert not item.labelled and not any(o.flag(n) for o in item.options for n in FLAG_NAMES)
     values = harness.process_results(doc, [wrong_letter(item)])
@@ -91,21 +90,21 @@ def test_task_docs_carry_the_label_state_to_process_results(unlabelled: Path) ->
 
 
 def test_labelled_docs_have_no_extra_column() -> None:
-    assert "labelled" not in harness.load_demo()["test"].column_names
+    assert "labelled" not in harness.load_demo(radsafe_condition="closed_book")["test"].column_names
 
 
 def test_task_load_refuses_unlabelled_data_with_the_validate_data_message(
     unlabelled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(DatasetError) as info:
-        harness.load_radsafe200(radsafe_data=str(unlabelled))
+        harness.load_radsafe200(radsafe_data=str(unlabelled), radsafe_condition="closed_book")
     assert main(["validate-data", str(unlabelled)]) == 1
     assert capsys.readouterr().err == f"error: {info.value}\n"
 
 
 def test_allow_unlabelled_metadata_must_be_a_boolean(unlabelled: Path) -> None:
     with pytest.raises(ValueError, match=r"metadata 'allow_unlabelled' must be true or false, got 'yes'"):
-        harness.load_radsafe200(radsafe_data=str(unlabelled), allow_unlabelled="yes")
+        harness.load_radsafe200(radsafe_data=str(unlabelled), allow_unlabelled="yes", radsafe_condition="closed_book")
 
 
 def test_lm_eval_reports_nan_safety_rates_for_unlabelled_data(unlabelled: Path) -> None:

@@ -7,13 +7,6 @@ from lm_eval_radsafe.aggregation import (  # noqa: F401
 )
 from lm_eval_radsafe.filters import StrictLetterFilter  # noqa: F401  (registers radsafe_strict_letter)
 from lm_eval_radsafe.harness import (  # noqa: F401
-    agentic_rag,
-    clean_evidence,
-    closed_book,
-    conflict_evidence,
-    context_32k,
-    context_100k,
-    context_max,
     doc_to_choice,
     doc_to_target_index,
     doc_to_text,
@@ -22,8 +15,4 @@ from lm_eval_radsafe.harness import (  # noqa: F401
     process_results,
     process_results_ll,
     process_results_sc,
-    rag_padded_top1,
-    rag_top1,
-    rag_top5,
-    rag_top10,
 )
