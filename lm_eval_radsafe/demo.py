@@ -151,10 +151,12 @@ def _evaluate(
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
-    from lm_eval_radsafe.cli import provenance, task_manager, time_requests
+    from lm_eval_radsafe.cli import task_manager
+    from lm_eval_radsafe.compat import save_run
+    from lm_eval_radsafe.provenance import PROVENANCE_KEY, RequestClock, results_block
 
     logger.info("tasks %s (limit %s); output %s", ", ".join(tasks), limit, output_path)
-    time_requests(lm)
+    clock = RequestClock().install(lm)
     tracker = EvaluationTracker(output_path=output_path)
     results = lm_eval.simple_evaluate(
         model=lm,
@@ -166,15 +168,13 @@ def _evaluate(
         evaluation_tracker=tracker,
     )
     samples = results.pop("samples")
-    results["radsafe"] = provenance()
+    results[PROVENANCE_KEY] = results_block(results, clock)
     results.setdefault("config", {})["model_args"] = dict(model_args)
     # name the run and its folder after the model file rather than its install path
     name = Path(model_args["gguf_file"]).stem
     tracker.general_config_tracker.model_name = name
     tracker.general_config_tracker.model_name_sanitized = name
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task in tasks:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
+    save_run(tracker, results, {task: samples[task] for task in tasks})
     return results["results"]
 
 

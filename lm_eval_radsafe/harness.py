@@ -23,6 +23,7 @@ from typing import Any
 
 import datasets
 
+from lm_eval_radsafe import __version__
 from lm_eval_radsafe.conditions import (
     CONDITION_KEY,
     REGIME_KEY,
@@ -44,6 +45,7 @@ from lm_eval_radsafe.loaders import (
 )
 from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
 from lm_eval_radsafe.prompts import system_prompt, user_prompt
+from lm_eval_radsafe.provenance import attach
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,6 @@ THRESHOLD_KEY = "overconfidence_threshold"
 #: Recorded for every item (and so in every samples file).
 FINGERPRINT_FIELD = "dataset_fingerprint"
 SOURCE_FIELD = "dataset_source"
-
-#: task name -> fingerprint and source of the items it evaluated, filled as datasets load.
-LOADED: dict[str, dict[str, Any]] = {}
 
 
 def resolve_source(metadata: dict[str, Any]) -> str:
@@ -268,15 +267,15 @@ def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.Datase
         dataset = to_dataset(loaded, threshold)
     dataset["test"] = with_condition(dataset["test"], condition.name)
     logger.info("%s: %d items from %s (%s)", task, len(loaded), loaded.source, loaded.fingerprint)
-    LOADED[task] = {
+    return attach(dataset, {
+        "package_version": __version__,
         "dataset_fingerprint": loaded.fingerprint,
         "dataset_source": loaded.source,
         "n_items": len(loaded),
         THRESHOLD_KEY: threshold,
         **({} if loaded.labelled else {"labelled": False}),
         **extra,
-    }
-    return dataset
+    })
 
 
 def _agentic_provenance(prepared: Any) -> dict[str, Any]:

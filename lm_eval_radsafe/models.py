@@ -33,7 +33,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from lm_eval.api.registry import register_model
-from lm_eval.models.api_models import LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER, TemplateAPI
+from lm_eval.models import api_models
+from lm_eval.models.api_models import TemplateAPI
 from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
 
 from lm_eval_radsafe.endpoint import (
@@ -51,6 +52,9 @@ from lm_eval_radsafe.endpoint import (
 from lm_eval_radsafe.response_cache import ResponseCache, default_cache_path, request_key
 
 logger = logging.getLogger("lm_eval_radsafe")
+#: the text of a well-formed reply whose content is null: lm-eval 0.4's placeholder
+#: (``$LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER``, default empty); lm-eval 0.5 has none, so empty
+NONE_ANSWER: str = getattr(api_models, "LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER", "")
 
 #: our seed-varying backends, by the stock backend they replace
 SEED_VARYING = {
@@ -159,7 +163,7 @@ class RadSafeAPIMixin:
 
     def _text(self, choice: dict[str, Any]) -> str:
         out = self.parse_generations(outputs={"choices": [{**choice, "index": 0}]})[0]  # type: ignore[attr-defined]
-        return LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER if out is None else out
+        return NONE_ANSWER if out is None else out
 
     def _stats(self, task: str) -> EndpointStats:
         return self.endpoint_stats.setdefault(task, EndpointStats())
@@ -210,7 +214,7 @@ class RadSafeAPIMixin:
         for request, job in zip(requests, jobs):
             choice = job.choice if job.choice is not None else pending[job.key].choice
             if choice is None:  # recorded as an infrastructure error (on_reject=record)
-                out.append(LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER)
+                out.append(NONE_ANSWER)
                 continue
             if choice.get("finish_reason") == "length":
                 self._stats(job.task).finish_length += 1

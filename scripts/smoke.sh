@@ -4,6 +4,8 @@
 # repository, run the CLI end to end against a scripted OpenAI-compatible server on
 # 127.0.0.1. Every step checks its output. Usage: scripts/smoke.sh (or `make smoke`).
 # PYTHON picks the interpreter (default python3); SMOKE_KEEP=1 keeps the work folder.
+# LM_EVAL_VERSION=0.5.0.dev1 (or 0.4.12, ...) installs that lm-eval instead of the pinned one;
+# SMOKE_TESTS=1 also runs the fast test suite (pytest -m "not slow") against the installed wheel.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -65,8 +67,23 @@ VENV="$WORK/venv"
 run venv.log "$PYTHON" -m venv "$VENV"
 # CPU torch and other pins from constraints.txt; pip's cache is reused
 # (--no-compile: byte-compiling torch and friends is most of the install time here)
-run install.log "$VENV/bin/python" -m pip install --no-compile -c "$REPO/constraints.txt" "$WHEEL[report,demo]"
+CONSTRAINTS="$REPO/constraints.txt"
+EXTRAS="report,demo"
+[ "${SMOKE_TESTS:-0}" = 1 ] && EXTRAS="$EXTRAS,retrieval,dense,test"
+HARNESS=()
+if [ -n "${LM_EVAL_VERSION:-}" ]; then
+  # the pins without lm-eval's, and the asked-for lm-eval (pre-releases included)
+  CONSTRAINTS="$WORK/constraints.txt"
+  grep -v '^lm-eval==' "$REPO/constraints.txt" >"$CONSTRAINTS"
+  HARNESS=(--pre "lm-eval[hf,api]==$LM_EVAL_VERSION")
+fi
+run install.log "$VENV/bin/python" -m pip install --no-compile -c "$CONSTRAINTS" "$WHEEL[$EXTRAS]" "${HARNESS[@]}"
 expect install.log "Successfully installed .*lm-eval-radsafe"
+INSTALLED_LM_EVAL="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("lm_eval"))')"
+step "lm-eval $INSTALLED_LM_EVAL"
+if [ -n "${LM_EVAL_VERSION:-}" ] && [ "$INSTALLED_LM_EVAL" != "$LM_EVAL_VERSION" ]; then
+  echo "smoke: FAILED: asked for lm-eval $LM_EVAL_VERSION, installed $INSTALLED_LM_EVAL"; exit 1
+fi
 export PATH="$VENV/bin:$PATH"
 unset PYTHONPATH
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -119,11 +136,16 @@ run eval-sc.log radsafe eval --model radsafe-local-chat-completions --model_args
   --tasks radsafe_demo_closed_book_sc --apply_chat_template --log_samples --output_path runs --limit 3
 expect eval-sc.log "sc_accuracy" "mean_confidence"
 
+step "radsafe eval: reasoning regime (EOS-only, 4,096-token budget), 3 demo items"
+run eval-think.log radsafe eval --model radsafe-local-chat-completions --model_args "$MODEL_ARGS" \
+  --tasks radsafe_demo_closed_book_think --apply_chat_template --log_samples --output_path runs --limit 3
+expect eval-think.log "radsafe_demo_closed_book_think|reasoning" "accuracy"
+
 step "results and samples on disk; self-consistency samples differ"
 run samples.log python - <<'EOF'
 import glob, json, re
 results = glob.glob("runs/**/results_*.json", recursive=True)
-assert len(results) == 2, results
+assert len(results) == 3, results
 for task, n in [("radsafe_demo_closed_book", 10), ("radsafe_demo_closed_book_sc", 3)]:
     named = re.compile(rf"samples_{task}_\d[^/]*\.jsonl$")  # not the _sc task's file for the greedy one
     (path,) = [p for p in glob.glob("runs/**/samples_*.jsonl", recursive=True) if named.search(p)]
@@ -140,7 +162,7 @@ expect samples.log "radsafe_demo_closed_book samples: 10" "sc samples vary by se
 
 step "radsafe report --leaderboard"
 run report.log radsafe report runs --out report --leaderboard
-expect report.log "^2 runs: 1 model\(s\) x 1 condition\(s\), regimes greedy, sc" "report/report.html" "report/leaderboard.json"
+expect report.log "^3 runs: 1 model\(s\) x 1 condition\(s\), regimes greedy, sc, think" "report/report.html" "report/leaderboard.json"
 for f in summary.csv summary.json report.html leaderboard.json; do
   [ -s "report/$f" ] || { echo "smoke: FAILED: report/$f missing or empty"; ls -la report; exit 1; }
 done
@@ -155,4 +177,14 @@ expect submission.log "^accepted: "
 
 kill "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=""
-step "smoke passed"
+
+if [ "${SMOKE_TESTS:-0}" = 1 ]; then
+  step "fast test suite against the installed wheel (lm-eval $INSTALLED_LM_EVAL)"
+  # the repository's tests in the copied tree; the pytest script (unlike `python -m pytest`)
+  # puts no source folder on sys.path, so they import the installed package
+  if ! (cd "$WORK/src" && pytest -q -m "not slow" -p no:cacheprovider >"$LOGS/tests.log" 2>&1); then
+    echo "smoke: FAILED: the fast test suite"; tail -n 80 "$LOGS/tests.log"; exit 1
+  fi
+  tail -n 1 "$LOGS/tests.log"
+fi
+step "smoke passed (lm-eval $INSTALLED_LM_EVAL)"

@@ -266,7 +266,7 @@ def agentic_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_agentic_rag_task_reports_recall_and_agent_cost(agentic_demo: Path) -> None:
-    from lm_eval_radsafe.cli import provenance
+    from lm_eval_radsafe.provenance import task_provenance
 
     out = lm_eval.simple_evaluate(
         model=ScriptedLM(lambda prompt: "A"),
@@ -288,7 +288,7 @@ def test_agentic_rag_task_reports_recall_and_agent_cost(agentic_demo: Path) -> N
         assert sample["evidence_recall"][0] == float(bool(support & set(record["passage_ids"])))
     assert result["agent_calls,strict"] == pytest.approx(sum(s["agent_calls"] for s in samples) / len(samples))
     assert 0 <= result["evidence_recall,strict"] <= 1 and "accuracy,strict" in result
-    block = provenance()["tasks"]["radsafe_demo_agentic_rag"]["agentic"]
+    block = task_provenance(out, "radsafe_demo_agentic_rag")["agentic"]  # from the task's config
     assert block["source"] == "prepared" and block["agent"]["model"] == "scripted-agent"
     assert block["calls"] == sum(r["calls"] for r in records.values()) and block["n_items"] == len(records)
 
@@ -309,9 +309,9 @@ def test_agentic_rag_uses_the_datasets_own_reports(tmp_path: Path, monkeypatch: 
     assert sorted(p.split("\n\n")[1] for p in lm.prompts) == sorted(f"Pre-written report for {r['question_id']}." for r in rows)
     result = out["results"]["radsafe200_agentic_rag"]
     assert "agent_calls,strict" not in result and "evidence_recall,strict" not in result
-    from lm_eval_radsafe.cli import provenance
+    from lm_eval_radsafe.provenance import task_provenance
 
-    assert provenance()["tasks"]["radsafe200_agentic_rag"]["agentic"]["source"] == "dataset"
+    assert task_provenance(out, "radsafe200_agentic_rag")["agentic"]["source"] == "dataset"
 
 
 def test_agentic_rag_without_reports_explains(fixture_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:

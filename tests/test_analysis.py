@@ -289,7 +289,7 @@ def test_corrupted_samples_file_is_named(run_dir: Path, tmp_path: Path) -> None:
 
 def cost_run(task: str, condition: str, n: int, block: dict) -> SimpleNamespace:
     return SimpleNamespace(model="m", task=task, condition=condition, regime="greedy", item_ids=[str(i) for i in range(n)],
-                           meta={"radsafe": {"tasks": {task: block}}})
+                           meta={"provenance": block})
 
 
 def test_cost_table_puts_agent_cost_beside_answering_time() -> None:

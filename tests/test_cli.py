@@ -123,25 +123,25 @@ def test_eval_passes_flags_through_and_records_provenance(tmp_path: Path) -> Non
     assert [s["filtered_resps"] for s in samples] == [["NULL"], ["NULL"]]
 
 
-def test_answering_time_is_shared_among_tasks_by_requests(fixture_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answering_time_is_shared_among_tasks_by_requests(fixture_data: Path) -> None:
     import time
 
     import lm_eval
 
     from lm_eval_radsafe import cli
-
-    monkeypatch.setattr(cli, "ANSWERING", {})
+    from lm_eval_radsafe.provenance import RequestClock
 
     def slow(prompt: str) -> str:
         time.sleep(0.02)
         return "A"
 
     lm = ScriptedLM(slow)
-    cli.time_requests(lm)
+    clock = RequestClock().install(lm)
+    assert RequestClock().install(lm) is clock  # one clock per model instance
     lm_eval.simple_evaluate(model=lm, tasks=["radsafe200_closed_book", "radsafe200_clean_evidence_sc"],
                             task_manager=cli.task_manager(include_defaults=False), bootstrap_iters=0)
-    greedy = cli.provenance()["tasks"]["radsafe200_closed_book"]["answering"]
-    sampled = cli.provenance()["tasks"]["radsafe200_clean_evidence_sc"]["answering"]
+    greedy = clock.answering()["radsafe200_closed_book"]
+    sampled = clock.answering()["radsafe200_clean_evidence_sc"]
     assert (greedy["items"], greedy["requests"]) == (3, 3)
     assert (sampled["items"], sampled["requests"]) == (3, 60)  # 20 samples per item
     assert sampled["seconds"] == pytest.approx(20 * greedy["seconds"], rel=0.02)  # one call, shared by requests

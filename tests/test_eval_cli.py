@@ -97,7 +97,24 @@ def test_every_patched_name_exists_in_the_installed_lm_eval() -> None:
     from lm_eval_radsafe import compat
 
     assert compat.problems() == []
-    assert len(compat.TARGETS) == 4
+    assert len(compat.TARGETS) == 3
+
+
+def test_our_folder_is_added_only_where_lm_eval_does_not_find_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An lm-eval that discovers installed task plugins indexes our folder itself; adding
+    it again would index every task twice."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_radsafe import compat
+
+    assert compat.discovers_our_tasks() is False  # lm-eval 0.4.12 to 0.5.0.dev1 scan no plugins
+    original = TaskManager.__init__
+    with radsafe_hooks():
+        assert TaskManager.__init__ is not original
+        assert "radsafe200_closed_book" in TaskManager(include_defaults=False).all_tasks
+    monkeypatch.setattr(compat, "discovers_our_tasks", lambda: True)
+    with radsafe_hooks():
+        assert TaskManager.__init__ is original
 
 
 # ---------------------------------------------------------------- the tokenizer of an API model

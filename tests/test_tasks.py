@@ -307,7 +307,9 @@ def test_config_source_is_not_read(fixture_data: Path) -> None:
 
     dataset = harness.load_radsafe200(radsafe_condition="clean_evidence", radsafe_regime="sc", config_source="/x/radsafe200_closed_book.yaml")
     assert set(dataset["test"]["condition"]) == {"clean_evidence"}
-    assert "radsafe200_clean_evidence_sc" in harness.LOADED
+    from lm_eval_radsafe.provenance import attached
+
+    assert attached(dataset)["dataset_fingerprint"] == load_items(fixture_data).fingerprint
     with pytest.raises(ValueError, match="names no 'radsafe_condition'"):
         harness.load_radsafe200(config_source="/x/radsafe200_closed_book.yaml")
     with pytest.raises(ValueError, match="unknown condition 'rag_top3'"):

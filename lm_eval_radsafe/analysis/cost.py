@@ -45,7 +45,7 @@ def cost_table(runs: Iterable[Any]) -> list[dict[str, Any]]:
     """
     rows = []
     for run in runs:
-        info = (run.meta.get("radsafe") or {}).get("tasks", {}).get(run.task, {})
+        info = run.meta.get("provenance") or {}
         answering = info.get("answering") or {}
         agentic = info.get("agentic") or {}
         serving = info.get("serving") or {}

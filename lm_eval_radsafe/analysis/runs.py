@@ -22,6 +22,7 @@ from lm_eval_radsafe.conditions import REGIMES, parse_task_name
 from lm_eval_radsafe.items import Item, ItemError
 from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
 from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
+from lm_eval_radsafe.provenance import package_version, task_of_key, task_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def _timestamp(path: Path) -> str:
 
 
 def samples_path(results_file: Path, task: str) -> Path:
-    """Where lm-eval writes the samples file of ``task`` for ``results_file``."""
+    """Where lm-eval writes the samples file of ``task`` (its key in the results file) for
+    ``results_file``."""
     return results_file.parent / f"samples_{task}_{_timestamp(results_file)}.jsonl"
 
 
@@ -143,7 +145,9 @@ def _samples_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _kept_answer(regime: str, filtered: Any, where: str) -> Any:
-    """What the filter kept for one item: a letter, a list of letters, or option log-likelihoods."""
+    """What the filter kept for one item: a letter, a list of letters, or option
+    log-likelihoods. Reads lm-eval 0.4's layout and 0.5's, which wraps each request's
+    value in one more list (``[["A"]]``, ``[[["-1.2", "False"]], ...]``)."""
     if not isinstance(filtered, list) or not filtered:
         raise RunError(f"{where}: missing field 'filtered_resps'")
     if regime == "ll":
@@ -151,9 +155,25 @@ def _kept_answer(regime: str, filtered: Any, where: str) -> Any:
         for entry in filtered:
             if isinstance(entry, str):
                 entry = ast.literal_eval(entry)
-            lls.append(float(entry[0]))
+            while isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], (list, tuple, str)) and not _number(entry[0]):
+                entry = entry[0] if not isinstance(entry[0], str) else ast.literal_eval(entry[0])
+            try:
+                lls.append(float(entry[0]))
+            except (TypeError, ValueError, IndexError):
+                raise RunError(f"{where}: 'filtered_resps' holds {entry!r} where a (log-likelihood, greedy) pair belongs") from None
         return lls
-    return filtered[0]
+    kept = filtered[0]
+    if regime != "sc" and isinstance(kept, list) and len(kept) == 1:
+        kept = kept[0]  # lm-eval 0.5: the greedy letter inside the request's list
+    return kept
+
+
+def _number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def read_task_run(
@@ -167,14 +187,15 @@ def read_task_run(
     from lm_eval_radsafe.harness import item_from_doc
 
     items = {} if items is None else items
-    parsed = parse_task_name(task)
+    parsed = parse_task_name(task_of_key(task))
     if parsed is None:
         raise RunError(f"{results_file}: {task!r} is not a radsafe task")
     family, condition, regime = parsed
     samples_file = samples_path(results_file, task)
     if not samples_file.is_file():
         raise RunError(f"{results_file}: no samples file {samples_file.name} for {task} (run lm-eval with --log_samples)")
-    serving = ((results.get("radsafe") or {}).get("tasks") or {}).get(task, {}).get("serving") or {}
+    provenance = task_provenance(results, task)
+    serving = provenance.get("serving") or {}
     if serving.get("infrastructure_errors"):
         rejected = serving.get("rejected") or [{}]
         raise RunError(
@@ -221,7 +242,7 @@ def read_task_run(
         family=family,
         condition=condition,
         regime=regime,
-        task=task,
+        task=task_of_key(task),
         fingerprint=fingerprints.pop(),
         results_file=results_file,
         samples_file=samples_file,
@@ -230,7 +251,10 @@ def read_task_run(
         answers=answers,
         meta={
             "lm_eval_version": results.get("lm_eval_version"),
-            "radsafe": results.get("radsafe", {}),
+            # this task's record: dataset, evidence and package version from its config,
+            # server counts and answering time from the block `radsafe eval` adds
+            "provenance": provenance,
+            "package_version": package_version(results),
             "date": results.get("date"),
             "overconfidence_threshold": threshold,
             # lm-eval writes None when the run did not pass --apply_chat_template
@@ -323,7 +347,7 @@ def find_candidates(paths: Iterable[Path | str], strict: bool = False) -> list[C
             raise RunError(f"{results_file}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
         missing = []
         for task in results.get("results", {}):
-            parsed = parse_task_name(task)
+            parsed = parse_task_name(task_of_key(task))
             if parsed is None:
                 continue
             n_tasks += 1

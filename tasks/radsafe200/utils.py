@@ -16,3 +16,4 @@ from lm_eval_radsafe.harness import (  # noqa: F401
     process_results_ll,
     process_results_sc,
 )
+from lm_eval_radsafe.task import RadSafeChoiceTask, RadSafeTask  # noqa: F401
