@@ -408,7 +408,13 @@ def run_report(args: argparse.Namespace) -> int:
 
     The report extra (matplotlib, scipy) is checked first, so nothing is written without it.
     """
-    from lm_eval_radsafe.analysis.report import MissingExtraError, build_report, require_report_extra, write_report
+    from lm_eval_radsafe.analysis.report import (
+        MissingExtraError,
+        build_report,
+        parse_figure_formats,
+        require_report_extra,
+        write_report,
+    )
     from lm_eval_radsafe.analysis.runs import RunError
     from lm_eval_radsafe.analysis.scaling import ModelCardError
 
@@ -417,6 +423,7 @@ def run_report(args: argparse.Namespace) -> int:
         print("error: --leaderboard holds numbers under our rules (validate-submission rescores them so): drop --rules study or --leaderboard", file=sys.stderr)
         return 1
     try:
+        figure_formats = parse_figure_formats(args.figures)
         require_report_extra()
         report = build_report(
             args.runs,
@@ -430,7 +437,7 @@ def run_report(args: argparse.Namespace) -> int:
             sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
             rules=rules,
         )
-        written = write_report(report, args.out)
+        written = write_report(report, args.out, figure_formats)
         if args.leaderboard:
             from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
 
@@ -562,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=MODEL,MODEL,...",
         help="majority-vote ensemble of named models (repeatable)",
+    )
+    report.add_argument(
+        "--figures",
+        default="png,svg",
+        help="figure files to write: png, svg, png,svg or none (report.html embeds the PNG; default: %(default)s)",
     )
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: %(default)s)")
     report.add_argument("--seed", type=int, default=42, help="bootstrap seed (default: %(default)s)")

@@ -3,6 +3,7 @@ plain loop, and `radsafe report` / `validate-submission` on real lm-eval output 
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import math
@@ -325,6 +326,29 @@ def test_report_shows_the_cost_table_and_figure(run_dir: Path, tmp_path: Path) -
     with written["cost.csv"].open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert float(row["total_seconds_per_item"]) == 2.5 and float(row["agent_calls_per_item"]) == 3.0
+
+
+def test_figures_are_written_in_the_formats_asked(run_dir: Path, tmp_path: Path) -> None:
+    from lm_eval_radsafe.analysis.report import parse_figure_formats
+
+    report = build_report([run_dir], n_boot=20, progress=False)
+    png = write_report(report, tmp_path / "png", parse_figure_formats("png"))
+    figures = sorted(p for p in png if p.startswith("figures/"))
+    assert figures and all(p.endswith(".png") for p in figures)
+    html = png["report.html"].read_text()
+    # the page embeds the very PNG files written, not a second rendering
+    embedded = (tmp_path / "png" / figures[0]).read_bytes()
+    assert base64.b64encode(embedded).decode() in html
+    svg = write_report(report, tmp_path / "svg", parse_figure_formats("svg"))
+    assert all(p.endswith(".svg") for p in svg if p.startswith("figures/"))
+    assert "data:image/svg+xml;base64," in svg["report.html"].read_text()
+    bare = write_report(report, tmp_path / "none", parse_figure_formats("none"))
+    assert not [p for p in bare if p.startswith("figures/")] and not (tmp_path / "none" / "figures").exists()
+    assert "<figure>" not in bare["report.html"].read_text() and "summary.csv" in bare
+    assert parse_figure_formats("svg, png") == ("svg", "png")
+    for bad in ("jpg", "", "png,gif"):
+        with pytest.raises(ValueError, match="give png, svg, both"):
+            parse_figure_formats(bad)
 
 
 # --------------------------------------------------------------------------- one run per cell, item counts, flags

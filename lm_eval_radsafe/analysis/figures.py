@@ -78,26 +78,54 @@ def accuracy_vs_high_risk(rows: list[dict[str, Any]], regime: str = "greedy") ->
     return fig
 
 
-def cost_per_item(rows: list[dict[str, Any]]) -> Any:
-    """Seconds per item of each run: the answering model's time, with the agent's time for
-    building the evidence stacked on it (``agentic_rag``)."""
-    shown = [r for r in rows if not math.isnan(r["answering_seconds_per_item"]) or not math.isnan(r["agent_seconds_per_item"])]
+def cost_per_item(rows: list[dict[str, Any]], annotate_up_to: int = 160) -> Any:
+    """Seconds per item as a heat map, one panel per regime: models as rows, conditions as
+    columns, the colour (log scale) the answering model's time plus, for ``agentic_rag``,
+    the agent's time building the evidence. Cells carry their value while the grid is small
+    enough to read them (``annotate_up_to`` cells); ``cost.csv`` holds the split. One image
+    per panel, so drawing time does not grow with the number of runs."""
+    from matplotlib.colors import LogNorm
+
+    def total(r: dict[str, Any]) -> float:
+        parts = [r["answering_seconds_per_item"], r["agent_seconds_per_item"]]
+        known = [p for p in parts if not math.isnan(p)]
+        return float(sum(known)) if known else math.nan
+
+    shown = [(r, total(r)) for r in rows]
+    shown = [(r, t) for r, t in shown if not math.isnan(t)]
     if not shown:
         return None
     plt = _pyplot()
-    labels = [f"{r['model']} | {_display(r['condition'])} | {r['regime']}" for r in shown]
-    answer = [0.0 if math.isnan(r["answering_seconds_per_item"]) else r["answering_seconds_per_item"] for r in shown]
-    agent = [0.0 if math.isnan(r["agent_seconds_per_item"]) else r["agent_seconds_per_item"] for r in shown]
-    fig, ax = plt.subplots(figsize=(7.5, 1.5 + 0.32 * len(shown)))
-    ys = np.arange(len(shown))
-    ax.barh(ys, answer, label="answering model")
-    ax.barh(ys, agent, left=answer, label="agent (building the evidence)")
-    ax.set_yticks(ys, labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{metric_spec('total_seconds_per_item').axis_label} per item")
-    ax.set_title("Cost per item", pad=22)
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # above the bars, never on them
-    fig.tight_layout()
+    regimes = [g for g in dict.fromkeys(r["regime"] for r, _ in shown)]
+    models = sorted({r["model"] for r, _ in shown})
+    conditions = [c for c in CONDITIONS if any(r["condition"] == c for r, _ in shown)]
+    conditions += sorted({r["condition"] for r, _ in shown} - set(conditions))
+    positive = [t for _, t in shown if t > 0]
+    norm = LogNorm(vmin=min(positive), vmax=max(positive)) if positive and min(positive) < max(positive) else None
+    width = 1.6 + 0.62 * len(conditions) * len(regimes)
+    fig, axes = plt.subplots(
+        1, len(regimes), figsize=(max(width, 5.0) + 1.5, max(3.2, 1.8 + 0.26 * len(models))), squeeze=False,
+        layout="constrained",
+    )
+    for k, (ax, regime) in enumerate(zip(axes[0], regimes)):
+        grid = np.full((len(models), len(conditions)), np.nan)
+        for r, t in shown:
+            if r["regime"] == regime:
+                grid[models.index(r["model"]), conditions.index(r["condition"])] = t
+        image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis", norm=norm)
+        ax.set_xticks(range(len(conditions)), [_display(c) for c in conditions], rotation=35, ha="right", fontsize=7)
+        ax.set_yticks(range(len(models)), models, fontsize=7)
+        ax.tick_params(axis="y", labelleft=k == 0)  # the rows are the same models in every panel
+        ax.set_title(f"Seconds per item ({regime})", fontsize=9)
+        if grid.size <= annotate_up_to:
+            for (i, j), value in np.ndenumerate(grid):
+                if not math.isnan(value):
+                    ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=6, color="white")
+    bar = fig.colorbar(image, ax=axes[0].tolist(), label="answering + agent seconds per item", shrink=0.8)
+    if norm is not None:
+        from matplotlib.ticker import LogFormatter
+
+        bar.ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     return fig
 
 

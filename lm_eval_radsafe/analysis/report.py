@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
-import io
 import json
 import logging
 import math
@@ -231,15 +230,35 @@ def _figures(report: Report) -> dict[str, Any]:
     return {name: fig for name, fig in made.items() if fig is not None}
 
 
-def write_report(report: Report, out: str | Path) -> dict[str, Path]:
+#: figure file formats ``radsafe report --figures`` accepts (``none``: no figures at all)
+FIGURE_FORMATS = ("png", "svg")
+DEFAULT_FIGURES = ("png", "svg")
+
+
+def parse_figure_formats(text: str) -> tuple[str, ...]:
+    """``png,svg`` / ``png`` / ``svg`` / ``none`` -> the formats to write; ValueError otherwise."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in FIGURE_FORMATS]
+    if unknown or not names:
+        raise ValueError(f"--figures {text!r}: give png, svg, both (png,svg) or none")
+    return tuple(dict.fromkeys(names))
+
+
+def write_report(report: Report, out: str | Path, figure_formats: tuple[str, ...] = DEFAULT_FIGURES) -> dict[str, Path]:
     """Write summary.csv/json, paired_tests.csv, the other tables, figures and report.html.
 
-    Raises :class:`MissingExtraError` before writing anything when the report extra
-    (matplotlib, scipy) is not installed.
+    Each figure is drawn once and saved in each of ``figure_formats``; report.html embeds
+    the PNG just written (the SVG when only SVG is asked; nothing with no formats). Raises
+    :class:`MissingExtraError` before writing anything when the report extra (matplotlib,
+    scipy) is not installed.
     """
     require_report_extra()
     out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if figure_formats:
+        (out / "figures").mkdir(exist_ok=True)
     rows = report.analysis.rows
     written: dict[str, Path] = {}
     _write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)
@@ -268,18 +287,18 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         _write_csv(out / "rules_mcnemar.csv", report.rules["mcnemar"], MCNEMAR_COLUMNS)
         written["rules.csv"], written["rules_mcnemar.csv"] = out / "rules.csv", out / "rules_mcnemar.csv"
     embedded: dict[str, str] = {}
-    plt = None
-    for name, fig in _figures(report).items():
-        for ext in ("png", "svg"):
-            path = out / "figures" / f"{name}.{ext}"
-            fig.savefig(path, dpi=130)
-            written[f"figures/{name}.{ext}"] = path
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        embedded[name] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    if figure_formats:
         import matplotlib.pyplot as plt
 
-        plt.close(fig)
+        for name, fig in _figures(report).items():
+            for ext in figure_formats:
+                path = out / "figures" / f"{name}.{ext}"
+                fig.savefig(path, dpi=130)
+                written[f"figures/{name}.{ext}"] = path
+            plt.close(fig)
+            shown = out / "figures" / f"{name}.{figure_formats[0] if 'png' not in figure_formats else 'png'}"
+            kind = "png" if shown.suffix == ".png" else "svg+xml"
+            embedded[name] = f"data:image/{kind};base64," + base64.b64encode(shown.read_bytes()).decode("ascii")
     (out / "report.html").write_text(render_html(report, embedded), encoding="utf-8")
     written["report.html"] = out / "report.html"
     return written

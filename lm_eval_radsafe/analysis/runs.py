@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lm_eval_radsafe.analysis.samples import SamplesError, read_columns
 from lm_eval_radsafe.conditions import REGIMES, parse_task_name
 from lm_eval_radsafe.items import Item, ItemError
 from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
@@ -205,32 +206,25 @@ def read_task_run(
         )
     wanted_filter = REGIMES[regime].results_filter
     kinds = REGIME_METRICS[regime]
-    ids: list[str] = []
-    letters: list[Any] = []
-    answers: list[str] = []
-    threshold = None
-    fingerprints: set[str] = set()
-    columns: dict[str, list[Any]] = {name: [] for name in kinds}
-    for number, row in _samples_rows(samples_file):
-        if row.get("filter") != wanted_filter:
-            continue
-        where = f"{samples_file}, line {number}"
+
+    def add_item(fingerprint: str, item_id: str, doc: dict[str, Any], where: str) -> None:
         try:
-            doc = row["doc"]
-            ids.append(str(doc["id"]))
-            answers.append(str(doc["answer"]))
-            fingerprint = str(doc["dataset_fingerprint"])
-            fingerprints.add(fingerprint)
-            if (fingerprint, ids[-1]) not in items:
-                items[(fingerprint, ids[-1])] = item_from_doc(doc)
-            for name in kinds:
-                columns[name].append(row[name])
-        except (KeyError, TypeError) as exc:
-            raise RunError(f"{where}: missing field {exc}") from exc
+            items[(fingerprint, item_id)] = item_from_doc(doc)
         except ItemError as exc:
             raise RunError(f"{where}: the logged item does not validate: {exc}") from exc
-        letters.append(_kept_answer(regime, row.get("filtered_resps"), where))
-        threshold = doc.get("overconfidence_threshold")
+        except (KeyError, TypeError) as exc:
+            raise RunError(f"{where}: missing field {exc}") from exc
+
+    try:
+        read = read_columns(
+            samples_file, wanted_filter, tuple(kinds), lambda value, where: _kept_answer(regime, value, where),
+            lambda fingerprint, item_id: (fingerprint, item_id) in items, add_item,
+        )
+    except SamplesError as exc:
+        raise RunError(str(exc)) from exc
+    ids, answers, letters, threshold, fingerprints, columns = (
+        read.ids, read.answers, read.kept, read.threshold, read.fingerprints, read.metrics,
+    )
     if not ids:
         raise RunError(f"{samples_file}: no rows for filter {wanted_filter!r}")
     if len(set(ids)) != len(ids):

@@ -1,0 +1,156 @@
+"""Read the fields the report needs from an lm-eval samples file, and nothing else.
+
+A samples line holds the whole item, the prompt, every raw reply and lm-eval's hashes;
+the report keeps the item id, answer and fingerprint, the filter's kept value and the
+regime's per-item metric values. With ``msgspec`` installed (the ``report`` extra) each
+line is decoded against a typed schema of exactly those fields, which skips the rest at
+several hundred MB/s; the full item is decoded only the first time its id is met. Any line
+the typed decoder cannot take is read again by the plain reader, which names what is wrong
+(file, line, field), so both paths accept and refuse the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm_eval_radsafe.jsonl import JsonlError
+
+try:  # the fast path; the plain one needs nothing
+    import msgspec
+except ImportError:  # pragma: no cover - exercised where the report extra is absent
+    msgspec = None
+
+
+class SamplesError(ValueError):
+    """A samples line that is not what lm-eval writes; the message names file and line."""
+
+
+@dataclass
+class Columns:
+    """What one samples file holds for the report, in file order."""
+
+    ids: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    fingerprints: set[str] = field(default_factory=set)
+    kept: list[Any] = field(default_factory=list)
+    metrics: dict[str, list[Any]] = field(default_factory=dict)
+    threshold: Any = None
+
+
+_DECODERS: dict[tuple[str, ...], Any] = {}
+
+
+def _decoders(metric_names: tuple[str, ...]) -> tuple[Any, Any] | None:
+    """(row decoder, doc decoder) for rows carrying ``metric_names``; None without msgspec."""
+    if msgspec is None:
+        return None
+    if metric_names not in _DECODERS:
+        unset = msgspec.UNSET
+        row = msgspec.defstruct(
+            "SamplesRow",
+            [("filter", Any, unset), ("doc", msgspec.Raw, unset), ("filtered_resps", Any, unset)]
+            + [(name, Any, unset) for name in metric_names],
+            forbid_unknown_fields=False,
+        )
+        doc = msgspec.defstruct(
+            "SamplesDoc",
+            [("id", str), ("answer", str), ("dataset_fingerprint", str), ("overconfidence_threshold", Any, None)],
+            forbid_unknown_fields=False,
+        )
+        _DECODERS[metric_names] = (msgspec.json.Decoder(row), msgspec.json.Decoder(doc))
+    return _DECODERS[metric_names]
+
+
+def read_columns(
+    path: Path,
+    wanted_filter: str,
+    metric_names: tuple[str, ...],
+    kept: Callable[[Any, str], Any],
+    seen: Callable[[str, str], bool],
+    add_item: Callable[[str, str, dict[str, Any], str], None],
+) -> Columns:
+    """The report's fields of every row of ``path`` whose filter is ``wanted_filter``.
+
+    ``kept(filtered_resps, where)`` turns the filter's output into the kept value;
+    ``seen(fingerprint, id)`` says whether an item is known already, else
+    ``add_item(fingerprint, id, doc, where)`` receives its full doc. Raises
+    :class:`SamplesError` naming file, line and field.
+    """
+    out = Columns(metrics={name: [] for name in metric_names})
+    decoders = _decoders(metric_names)
+    with Path(path).open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            if decoders is None or not _fast(line, decoders, out, wanted_filter, metric_names, kept, seen, add_item, where):
+                _plain(path, number, line, out, wanted_filter, metric_names, kept, seen, add_item, where)
+    return out
+
+
+def _fast(line: bytes, decoders: tuple[Any, Any], out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
+          kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool],
+          add_item: Callable[[str, str, dict[str, Any], str], None], where: str) -> bool:
+    """Take one row through the typed decoders; False (nothing taken) if anything is off."""
+    row_decoder, doc_decoder = decoders
+    try:
+        row = row_decoder.decode(line)
+    except msgspec.MsgspecError:
+        return False
+    if row.filter is msgspec.UNSET or row.doc is msgspec.UNSET:
+        return False
+    if row.filter != wanted_filter:
+        return True
+    values = [getattr(row, name) for name in metric_names]
+    if any(value is msgspec.UNSET for value in values) or row.filtered_resps is msgspec.UNSET:
+        return False
+    try:
+        doc = doc_decoder.decode(row.doc)
+    except msgspec.MsgspecError:
+        return False
+    if not seen(doc.dataset_fingerprint, doc.id):
+        add_item(doc.dataset_fingerprint, doc.id, msgspec.json.decode(row.doc), where)
+    value = kept(row.filtered_resps, where)
+    out.ids.append(doc.id)
+    out.answers.append(doc.answer)
+    out.fingerprints.add(doc.dataset_fingerprint)
+    for name, metric in zip(metric_names, values):
+        out.metrics[name].append(metric)
+    out.kept.append(value)
+    out.threshold = doc.overconfidence_threshold
+    return True
+
+
+def _plain(path: Path, number: int, line: bytes, out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
+           kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool],
+           add_item: Callable[[str, str, dict[str, Any], str], None], where: str) -> None:
+    """One row through :mod:`json`, with an error naming what is missing or malformed."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = f"not valid JSON ({exc.msg}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else f"not UTF-8 ({exc.reason})"
+        raise SamplesError(str(JsonlError(path, number, reason))) from exc
+    if not isinstance(row, dict):
+        raise SamplesError(str(JsonlError(path, number, f"expected a JSON object, got {type(row).__name__}")))
+    if row.get("filter") != wanted_filter:
+        return
+    try:
+        doc = row["doc"]
+        item_id, answer, fingerprint = str(doc["id"]), str(doc["answer"]), str(doc["dataset_fingerprint"])
+        values = [row[name] for name in metric_names]
+    except (KeyError, TypeError) as exc:
+        raise SamplesError(f"{where}: missing field {exc}") from exc
+    if not seen(fingerprint, item_id):
+        add_item(fingerprint, item_id, doc, where)
+    value = kept(row.get("filtered_resps"), where)
+    out.ids.append(item_id)
+    out.answers.append(answer)
+    out.fingerprints.add(fingerprint)
+    for name, metric in zip(metric_names, values):
+        out.metrics[name].append(metric)
+    out.kept.append(value)
+    out.threshold = doc.get("overconfidence_threshold")
