@@ -436,6 +436,7 @@ def run_report(args: argparse.Namespace) -> int:
             strict=args.strict,
             sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
             rules=rules,
+            use_cache=not getattr(args, "no_cache", False),
         )
         written = write_report(report, args.out, figure_formats)
         if args.leaderboard:
@@ -601,6 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse results files without samples files instead of skipping them with a warning"
     )
     report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
+    report.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="parse every samples file again and keep nothing in the parse cache ($RADSAFE_CACHE/report)",
+    )
     report.add_argument(
         "--rules",
         choices=("ours", "study"),

@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import lm_eval
 import numpy as np
 import pytest
+from conftest import FIXTURE, ScriptedLM
 from lm_eval.loggers import EvaluationTracker
 
-from conftest import FIXTURE, ScriptedLM
 from lm_eval_radsafe.aggregation import expected_calibration_error
-from lm_eval_radsafe.analysis.leaderboard import validate_submission
 from lm_eval_radsafe.analysis.cost import cost_table
+from lm_eval_radsafe.analysis.leaderboard import validate_submission
 from lm_eval_radsafe.analysis.report import build_report, render_html, write_report
 from lm_eval_radsafe.analysis.runs import REGIME_METRICS, RunError, read_runs
 from lm_eval_radsafe.analysis.scaling import ModelCardError, fit_slope, load_model_cards, variance_decomposition
@@ -326,6 +326,66 @@ def test_report_shows_the_cost_table_and_figure(run_dir: Path, tmp_path: Path) -
     with written["cost.csv"].open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert float(row["total_seconds_per_item"]) == 2.5 and float(row["agent_calls_per_item"]) == 3.0
+
+
+def _same_runs(a: list, b: list) -> None:
+    assert [r.key for r in a] == [r.key for r in b]
+    for x, y in zip(a, b):
+        assert (x.item_ids, x.letters, x.answers, x.fingerprint, x.meta) == (y.item_ids, y.letters, y.answers, y.fingerprint, y.meta)
+        assert x.values.keys() == y.values.keys() and x.pairs.keys() == y.pairs.keys()
+        assert all(np.array_equal(x.values[k], y.values[k], equal_nan=True) for k in x.values)
+        assert all(np.array_equal(x.pairs[k], y.pairs[k], equal_nan=True) for k in x.pairs)
+
+
+def test_parallel_and_cached_reading_give_the_same_runs(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lm_eval_radsafe.analysis import runs as runs_module
+
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    serial_items: dict = {}
+    serial = read_runs([run_dir], progress=False, use_cache=False, workers=1, items=serial_items)
+    monkeypatch.setattr(runs_module, "PARALLEL_FROM", 2)
+    parallel_items: dict = {}
+    parallel = read_runs([run_dir], progress=False, workers=2, items=parallel_items)  # parses, fills the cache
+    _same_runs(serial, parallel)
+    assert parallel_items.keys() == serial_items.keys()
+    stored = list((tmp_path / "cache" / "report").rglob("*.msgpack"))
+    assert len(stored) == len(serial)
+    calls = []
+    parse = runs_module.parse_samples
+    monkeypatch.setattr(runs_module, "parse_samples", lambda *args: calls.append(args) or parse(*args))
+    cached_items: dict = {}
+    cached = read_runs([run_dir], progress=False, items=cached_items)
+    _same_runs(serial, cached)
+    assert cached_items.keys() == serial_items.keys()
+    # no run parsed again: one samples file read for the items of the one dataset
+    assert len(calls) == 1 and calls[0][2] is cached_items
+
+
+def test_a_changed_samples_file_is_parsed_again(tmp_path: Path, fixture_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    folder = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book"], _correct)
+    (first,) = read_runs([folder], progress=False)
+    assert first.values["accuracy"].tolist() == [1.0, 1.0, 1.0]
+    samples = next(folder.glob("samples_radsafe200_closed_book_*.jsonl"))
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows[0]["accuracy"] = 0.0  # the same size on disk: only the content (and mtime) change
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (second,) = read_runs([folder], progress=False)
+    assert second.values["accuracy"].tolist() == [0.0, 1.0, 1.0]
+
+
+def test_report_numbers_do_not_depend_on_cache_or_workers(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lm_eval_radsafe.analysis import runs as runs_module
+
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    outputs = []
+    for use_cache, parallel_from in ((False, 10_000), (True, 2), (True, 2)):  # serial; parallel filling the cache; cached
+        monkeypatch.setattr(runs_module, "PARALLEL_FROM", parallel_from)
+        report = build_report([run_dir], n_boot=50, progress=False, use_cache=use_cache)
+        out = tmp_path / f"report{len(outputs)}"
+        write_report(report, out, ())
+        outputs.append(((out / "summary.csv").read_bytes(), (out / "paired_tests.csv").read_bytes()))
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 def test_figures_are_written_in_the_formats_asked(run_dir: Path, tmp_path: Path) -> None:

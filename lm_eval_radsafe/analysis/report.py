@@ -95,6 +95,7 @@ def build_report(
     strict: bool = False,
     sizes: SizeRule = "refuse",
     rules: Rules = "ours",
+    use_cache: bool = True,
 ) -> Report:
     """Read runs and compute every table of the report.
 
@@ -103,7 +104,8 @@ def build_report(
     condition and regime on different items (:func:`~lm_eval_radsafe.analysis.runs.read_runs`).
     ``rules="study"`` counts as the study's analysis scripts do where they differ from
     ours (:mod:`~lm_eval_radsafe.analysis.study_rules`): every table then follows them,
-    and ``report.rules`` holds both sets of numbers side by side.
+    and ``report.rules`` holds both sets of numbers side by side. ``use_cache=False``
+    parses every samples file again and keeps nothing in the parse cache.
     """
     from lm_eval_radsafe import __version__
 
@@ -118,6 +120,7 @@ def build_report(
         strict=strict,
         sizes=sizes,
         notes=size_notes,
+        use_cache=use_cache,
     )
     items = {item_id: item for (_, item_id), item in collected.items()}
     if rules not in RULES:

@@ -177,17 +177,65 @@ def _number(value: Any) -> bool:
     return True
 
 
-def read_task_run(
-    results: dict[str, Any], results_file: Path, task: str, items: dict[tuple[str, str], Item] | None = None
-) -> TaskRun:
-    """Read one task's samples file next to ``results_file``.
+@dataclass
+class Parsed:
+    """What a run's samples file holds for the report: per item the id, the answer, the kept
+    value and the regime's metric values, in file order. Plain lists, cheap to send between
+    processes and to cache (:mod:`lm_eval_radsafe.analysis.cache`)."""
 
-    ``items`` collects each item's labelled record, keyed by (fingerprint, item id), from
-    the docs logged in the samples file (built once per item).
-    """
+    ids: list[str]
+    answers: list[str]
+    letters: list[Any]
+    fingerprint: str
+    threshold: Any
+    metrics: dict[str, list[Any]]
+
+
+def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], Item] | None = None) -> Parsed:
+    """Read ``samples_file`` of a ``regime`` run; with ``items``, also add the labelled record
+    of every item not in it yet (keyed by fingerprint and id). Raises :class:`RunError`
+    naming file, line and field."""
     from lm_eval_radsafe.harness import item_from_doc
 
-    items = {} if items is None else items
+    wanted_filter = REGIMES[regime].results_filter
+    kinds = REGIME_METRICS[regime]
+
+    def add_item(fingerprint: str, item_id: str, doc: dict[str, Any], where: str) -> None:
+        try:
+            items[(fingerprint, item_id)] = item_from_doc(doc)  # type: ignore[index]
+        except ItemError as exc:
+            raise RunError(f"{where}: the logged item does not validate: {exc}") from exc
+        except (KeyError, TypeError) as exc:
+            raise RunError(f"{where}: missing field {exc}") from exc
+
+    def seen(fingerprint: str, item_id: str) -> bool:
+        return items is None or (fingerprint, item_id) in items
+
+    try:
+        read = read_columns(
+            samples_file, wanted_filter, tuple(kinds), lambda value, where: _kept_answer(regime, value, where), seen, add_item,
+        )
+    except SamplesError as exc:
+        raise RunError(str(exc)) from exc
+    if not read.ids:
+        raise RunError(f"{samples_file}: no rows for filter {wanted_filter!r}")
+    if len(set(read.ids)) != len(read.ids):
+        raise RunError(f"{samples_file}: an item id occurs twice")
+    if len(read.fingerprints) != 1:
+        raise RunError(f"{samples_file}: rows carry {len(read.fingerprints)} different dataset fingerprints")
+    return Parsed(read.ids, read.answers, read.kept, read.fingerprints.pop(), read.threshold, read.metrics)
+
+
+def add_missing_items(samples_file: Path, regime: str, fingerprint: str, item_ids: Iterable[str], items: dict[tuple[str, str], Item]) -> None:
+    """Add to ``items`` the records of ``item_ids`` (of ``fingerprint``) that it lacks, read
+    from ``samples_file`` (a run parsed elsewhere: in another process, or from the cache)."""
+    if any((fingerprint, item_id) not in items for item_id in item_ids):
+        parse_samples(samples_file, regime, items)
+
+
+def _checked_task(results: dict[str, Any], results_file: Path, task: str) -> tuple[str, str, str, Path, dict[str, Any]]:
+    """(family, condition, regime, samples file, provenance) of ``task``; :class:`RunError`
+    when it is not ours, its samples file is missing, or the server failed some requests."""
     parsed = parse_task_name(task_of_key(task))
     if parsed is None:
         raise RunError(f"{results_file}: {task!r} is not a radsafe task")
@@ -204,45 +252,41 @@ def read_task_run(
             f"(e.g. item {rejected[0].get('doc_id')}: {rejected[0].get('error', 'rejected by the server')}), not model answers; "
             "run the same command again to answer them (answers already received come from the response cache), or leave this run out"
         )
-    wanted_filter = REGIMES[regime].results_filter
+    return family, condition, regime, samples_file, provenance
+
+
+def read_task_run(
+    results: dict[str, Any],
+    results_file: Path,
+    task: str,
+    items: dict[tuple[str, str], Item] | None = None,
+    parsed: Parsed | None = None,
+) -> TaskRun:
+    """Read one task's samples file next to ``results_file`` (or take ``parsed``, what it
+    holds, read before).
+
+    ``items`` collects each item's labelled record, keyed by (fingerprint, item id), from
+    the docs logged in the samples file (built once per item).
+    """
+    items = {} if items is None else items
+    family, condition, regime, samples_file, provenance = _checked_task(results, results_file, task)
+    if parsed is None:
+        parsed = parse_samples(samples_file, regime, items)
+    else:
+        add_missing_items(samples_file, regime, parsed.fingerprint, parsed.ids, items)
     kinds = REGIME_METRICS[regime]
-
-    def add_item(fingerprint: str, item_id: str, doc: dict[str, Any], where: str) -> None:
-        try:
-            items[(fingerprint, item_id)] = item_from_doc(doc)
-        except ItemError as exc:
-            raise RunError(f"{where}: the logged item does not validate: {exc}") from exc
-        except (KeyError, TypeError) as exc:
-            raise RunError(f"{where}: missing field {exc}") from exc
-
-    try:
-        read = read_columns(
-            samples_file, wanted_filter, tuple(kinds), lambda value, where: _kept_answer(regime, value, where),
-            lambda fingerprint, item_id: (fingerprint, item_id) in items, add_item,
-        )
-    except SamplesError as exc:
-        raise RunError(str(exc)) from exc
-    ids, answers, letters, threshold, fingerprints, columns = (
-        read.ids, read.answers, read.kept, read.threshold, read.fingerprints, read.metrics,
-    )
-    if not ids:
-        raise RunError(f"{samples_file}: no rows for filter {wanted_filter!r}")
-    if len(set(ids)) != len(ids):
-        raise RunError(f"{samples_file}: an item id occurs twice")
-    if len(fingerprints) != 1:
-        raise RunError(f"{samples_file}: rows carry {len(fingerprints)} different dataset fingerprints")
     run = TaskRun(
         model=model_label(results),
         family=family,
         condition=condition,
         regime=regime,
         task=task_of_key(task),
-        fingerprint=fingerprints.pop(),
+        fingerprint=parsed.fingerprint,
         results_file=results_file,
         samples_file=samples_file,
-        item_ids=ids,
-        letters=letters,
-        answers=answers,
+        item_ids=parsed.ids,
+        letters=parsed.letters,
+        answers=parsed.answers,
         meta={
             "lm_eval_version": results.get("lm_eval_version"),
             # this task's record: dataset, evidence and package version from its config,
@@ -250,7 +294,7 @@ def read_task_run(
             "provenance": provenance,
             "package_version": package_version(results),
             "date": results.get("date"),
-            "overconfidence_threshold": threshold,
+            "overconfidence_threshold": parsed.threshold,
             # lm-eval writes None when the run did not pass --apply_chat_template
             "chat_template": ("absent" if results["chat_template"] is None else "applied") if "chat_template" in results else "unknown",
             "limit": (results.get("config") or {}).get("limit"),
@@ -258,7 +302,7 @@ def read_task_run(
     )
     for name, kind in kinds.items():
         try:
-            data = np.asarray(columns[name], dtype=float)
+            data = np.asarray(parsed.metrics[name], dtype=float)
         except (TypeError, ValueError) as exc:
             raise RunError(f"{samples_file}: metric {name!r} has non-numeric values") from exc
         if kind == "mean":
@@ -461,6 +505,8 @@ def read_runs(
     strict: bool = False,
     sizes: SizeRule = "refuse",
     notes: list[str] | None = None,
+    use_cache: bool = True,
+    workers: int | None = None,
 ) -> list[TaskRun]:
     """All radsafe task runs under ``paths``: exactly one per model, condition and regime.
 
@@ -470,16 +516,13 @@ def read_runs(
     with different items follow ``sizes`` (:func:`apply_size_rule`; ``radsafe report``
     refuses by default). Raises :class:`RunError` when runs used different dataset
     fingerprints, unless ``allow_mixed``. Pass a dict as ``items`` to collect the logged
-    items, and a list as ``notes`` to collect what the size rule did.
+    items, and a list as ``notes`` to collect what the size rule did. Samples files are
+    parsed by ``workers`` processes (default: one per CPU) and kept in the parse cache
+    (:mod:`lm_eval_radsafe.analysis.cache`) unless ``use_cache`` is False.
     """
     items = {} if items is None else items
-    from tqdm.auto import tqdm
-
     chosen = choose_runs(find_candidates(paths, strict=strict), prefer=prefer)
-    runs = [
-        read_task_run(c.results, c.results_file, c.task, items)
-        for c in tqdm(chosen, desc="reading runs", unit="task", disable=not progress)
-    ]
+    runs = _read_chosen(chosen, items, progress, use_cache, workers)
     fingerprints = sorted({run.fingerprint for run in runs})
     if len(fingerprints) > 1 and not allow_mixed:
         detail = "; ".join(
@@ -494,3 +537,55 @@ def read_runs(
     if notes is not None:
         notes.extend(size_notes)
     return runs
+
+
+def _parse_job(job: tuple[Path, str]) -> Parsed:
+    """One samples file parsed in a worker process (items are read afterwards, once)."""
+    return parse_samples(*job)
+
+
+#: fewer files than this are parsed in this process: starting workers would cost more
+PARALLEL_FROM = 8
+
+
+def _read_chosen(
+    chosen: list[Candidate], items: dict[tuple[str, str], Item], progress: bool, use_cache: bool, workers: int | None
+) -> list[TaskRun]:
+    """The chosen candidates as runs: cached parses where the files are unchanged, the rest
+    parsed (in parallel when there are many), then stored in the cache."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from lm_eval_radsafe.analysis.cache import ParsedCache, file_key
+
+    cache = ParsedCache(enabled=use_cache)
+    parsed: dict[int, Parsed] = {}
+    todo: list[tuple[int, Path, str, str | None]] = []
+    for i, candidate in enumerate(chosen):
+        _, _, regime, samples_file, _ = _checked_task(candidate.results, candidate.results_file, candidate.task)
+        key = file_key(samples_file, regime) if cache.enabled else None
+        fields = cache.load(key) if key else None
+        if fields is not None:
+            parsed[i] = Parsed(**fields)
+        else:
+            todo.append((i, samples_file, regime, key))
+    workers = workers or os.cpu_count() or 1
+    with tqdm(total=len(chosen), initial=len(parsed), desc="reading runs", unit="task", disable=not progress) as bar:
+        if len(todo) >= PARALLEL_FROM and workers > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                jobs = [(samples_file, regime) for _, samples_file, regime, _ in todo]
+                for (i, _, _, key), result in zip(todo, pool.map(_parse_job, jobs, chunksize=4)):
+                    parsed[i] = result
+                    bar.update()
+        else:
+            for i, samples_file, regime, _ in todo:
+                parsed[i] = parse_samples(samples_file, regime, items)
+                bar.update()
+    for i, _, _, key in todo:
+        if key:
+            cache.store(key, dict(vars(parsed[i])))
+    if cache.hits:
+        logger.info("%d of %d runs from the parse cache (%s)", cache.hits, len(chosen), cache.folder)
+    return [read_task_run(c.results, c.results_file, c.task, items, parsed[i]) for i, c in enumerate(chosen)]

@@ -1,0 +1,97 @@
+"""A cache of parsed samples files, so a second report over the same folders skips parsing.
+
+One entry per samples file and regime, keyed by the file's absolute path, size,
+modification time and a hash of its first and last 64 KiB, and by this module's format
+version: a file that is rewritten, appended to, truncated or touched is parsed again.
+Entries hold what :func:`~lm_eval_radsafe.analysis.runs.parse_samples` returns (ids,
+answers, kept values, metric values), as MessagePack: data, never code. The items
+themselves (question, options, labels) are not cached; they are read from one samples file
+per dataset, as before. The cache lives in ``$RADSAFE_CACHE/report`` (see
+:func:`lm_eval_radsafe.paths.cache_root`) and needs ``msgspec`` (the ``report`` extra);
+without it every report parses every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lm_eval_radsafe.paths import cache_root
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - exercised where the report extra is absent
+    msgspec = None
+
+logger = logging.getLogger(__name__)
+
+#: bump when the cached fields or their meaning change
+FORMAT = 1
+_EDGE = 64 * 1024
+
+
+def cache_folder() -> Path:
+    """Where parsed runs are kept."""
+    return cache_root() / "report"
+
+
+def file_key(path: Path, regime: str) -> str:
+    """The cache key of ``path`` read as a ``regime`` run (see the module docstring)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    digest = hashlib.sha256(f"{FORMAT}\0{path}\0{regime}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(_EDGE))
+        if stat.st_size > _EDGE:
+            handle.seek(max(_EDGE, stat.st_size - _EDGE))
+            digest.update(handle.read(_EDGE))
+    return digest.hexdigest()
+
+
+class ParsedCache:
+    """Load and store parsed runs (``enabled=False``, or no msgspec: a cache that keeps nothing)."""
+
+    def __init__(self, folder: Path | None = None, enabled: bool = True) -> None:
+        self.folder = Path(folder) if folder is not None else cache_folder()
+        self.enabled = enabled and msgspec is not None
+        self.hits = 0
+        self.stored = 0
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.msgpack"
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The stored fields for ``key``, or None (absent, unreadable or disabled)."""
+        if not self.enabled:
+            return None
+        path = self._path(key)
+        try:
+            data = msgspec.msgpack.decode(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, msgspec.MsgspecError) as exc:  # a damaged entry is parsed again
+            logger.debug("report cache: ignoring %s (%s)", path, exc)
+            return None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            return None
+        self.hits += 1
+        return data["fields"]
+
+    def store(self, key: str, fields: dict[str, Any]) -> None:
+        """Keep ``fields`` for ``key`` (atomically; a failure to write only costs speed)."""
+        if not self.enabled:
+            return
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload = msgspec.msgpack.encode({"format": FORMAT, "fields": fields})
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
+                handle.write(payload)
+            os.replace(handle.name, path)
+            self.stored += 1
+        except OSError as exc:
+            logger.warning("report cache: cannot write %s (%s); parsing continues uncached", path, exc)
