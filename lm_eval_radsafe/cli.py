@@ -573,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--figures",
-        default="png,svg",
+        default="png",
         help="figure files to write: png, svg, png,svg or none (report.html embeds the PNG; default: %(default)s)",
     )
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: %(default)s)")

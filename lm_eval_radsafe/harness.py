@@ -34,13 +34,12 @@ from lm_eval_radsafe.conditions import (
     task_name,
 )
 from lm_eval_radsafe.filters import NULL
-from lm_eval_radsafe.items import CANONICAL_KEYS, Item
 from lm_eval_radsafe.loaders import (
     ALLOW_UNLABELLED,
     DEMO_SOURCE,
     HUB_DATASET,
     LoadedItems,
-    item_from_record,
+    item_from_doc,
     load_items,
 )
 from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
@@ -335,13 +334,6 @@ def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Datase
 def doc_to_text(doc: dict[str, Any]) -> str:
     """The user message of ``doc`` under its condition."""
     return user_prompt(doc["condition"], doc["question"], doc["options"], doc["evidence"])
-
-
-def item_from_doc(doc: dict[str, Any]) -> Item:
-    """Rebuild the validated :class:`Item` from an lm-eval doc."""
-    record = {key: doc[key] for key in CANONICAL_KEYS if key in doc}
-    record["agentic_report"] = record.get("agentic_report") or None
-    return item_from_record(record)
 
 
 def _one_value(results: list[Any]) -> Any:

@@ -754,3 +754,11 @@ def _flag(record: Mapping[str, Any], metadata: Mapping[str, Any], position: int,
         if text in _TRUE | _FALSE or not text:
             return text in _TRUE
     raise ItemError(key, value, f"must be {_FLAG_VALUES}")
+
+
+def item_from_doc(doc: Mapping[str, Any]) -> Item:
+    """Rebuild the validated :class:`Item` from an lm-eval doc (a row of a radsafe task, as
+    logged in a samples file)."""
+    record = {key: doc[key] for key in CANONICAL_KEYS if key in doc}
+    record["agentic_report"] = record.get("agentic_report") or None
+    return item_from_record(record)

@@ -223,7 +223,7 @@ def test_report_writes_every_output(run_dir: Path, cards_file: Path, tmp_path: P
     written = write_report(report, tmp_path / "report")
     for name in ("summary.csv", "summary.json", "paired_tests.csv", "scaling.csv", "variance_decomposition.csv", "decoupling.csv",
                  "worst_cases.csv", "concentration.csv", "ensembles.csv", "report.html",
-                 "figures/condition_deltas.png", "figures/reliability.svg", "figures/scaling.png",
+                 "figures/condition_deltas.png", "figures/reliability.png", "figures/scaling.png",
                  "figures/accuracy_vs_high_risk.png"):
         assert name in written and written[name].stat().st_size > 0, name
     with written["summary.csv"].open() as handle:
@@ -609,3 +609,18 @@ def test_demo_table_uses_the_specs() -> None:
     assert by_title["Dangerous overconfidence"] == "25.0% ±5.0"
     assert by_title["Mean confidence"] == "0.250 ±0.050" and by_title["ECE"] == "0.250 ±0.050"
     assert by_title["n"] == "10"
+
+
+def test_html_lists_every_test_of_a_small_grid_and_the_baseline_comparisons_of_a_large_one() -> None:
+    from lm_eval_radsafe.analysis.report import HTML_TESTS_LIMIT, tests_shown
+
+    conditions = ["closed_book", "clean_evidence", "conflict_evidence"]
+    small = [{"condition_a": "clean_evidence", "condition_b": "conflict_evidence", "metric": "unsafe_error"}]
+    assert tests_shown(small, conditions) == (small, None)
+    large = [
+        {"condition_a": a, "condition_b": "conflict_evidence", "metric": m, "k": k}
+        for k in range(HTML_TESTS_LIMIT) for a in ("closed_book", "clean_evidence") for m in ("accuracy", "unsafe_error")
+    ]
+    shown, note = tests_shown(large, conditions)
+    assert shown == [t for t in large if t["condition_a"] == "closed_book" and t["metric"] == "accuracy"]
+    assert note.startswith(f"{len(shown)} of {len(large)} tests shown") and "paired_tests.csv" in note

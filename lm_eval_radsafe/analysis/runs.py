@@ -195,7 +195,7 @@ def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], 
     """Read ``samples_file`` of a ``regime`` run; with ``items``, also add the labelled record
     of every item not in it yet (keyed by fingerprint and id). Raises :class:`RunError`
     naming file, line and field."""
-    from lm_eval_radsafe.harness import item_from_doc
+    from lm_eval_radsafe.loaders import item_from_doc
 
     wanted_filter = REGIMES[regime].results_filter
     kinds = REGIME_METRICS[regime]
