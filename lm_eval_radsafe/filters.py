@@ -30,19 +30,22 @@ ALL_LETTERS = "ABCDE"
 
 _MARKUP = re.compile(r"[*_`]+")
 _BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?\(?([A-E])\)?\s*\}")
+# Linear time on any input: no two whitespace runs can split one stretch of whitespace
+# between them (``\s*X?\s*`` backtracks quadratically when X is absent), so each optional
+# part carries its own leading whitespace; a test times 1 MiB adversarial replies.
 _COMMIT = re.compile(
-    r"\banswer\s*(?:is|would\s+be|will\s+be|should\s+be|[:=\-])?\s*(?:option\s+|choice\s+|letter\s+)?"
+    r"\banswer(?:\s*(?:is|would\s+be|will\s+be|should\s+be|[:=\-]))?\s*(?:(?:option|choice|letter)\s+)?"
     r"[\(\[]?([A-E])(?![A-Za-z0-9])"
     r"|\b(?:option|choice|output|response|selection)\s*(?:is|would\s+be|:|=)\s*[\(\[]?([A-E])(?![A-Za-z0-9])"
     r"|(?<![A-Za-z0-9])([A-E])[\)\]]?\s+is\s+(?:the\s+)?(?:correct|right|best)\b",
     re.IGNORECASE,
 )
-_ALTERNATIVE = re.compile(r"\s*[\)\]]?\s*(?:(?i:or|and)|/|,|&)\s*(?:(?i:option)\s+)?[\(\[]?[A-E](?![A-Za-z0-9])")
+_ALTERNATIVE = re.compile(r"\s*(?:[\)\]]\s*)?(?:(?i:or|and)|/|,|&)\s*(?:(?i:option)\s+)?[\(\[]?[A-E](?![A-Za-z0-9])")
 _BARE = re.compile(r"(?:(?:option|choice|letter)\s+)?[\(\[]?[A-Ea-e][\)\]]?[.:]?", re.IGNORECASE)
 _LEADING = re.compile(
     r"^(?:(?:option|choice|letter)\s+)?[\(\[]?([A-E])(?:[\)\].:]|\s*$|\s+[-\u2013\u2014]\s)", re.IGNORECASE
 )
-_LISTED = re.compile(r"^\s*[\(\[]?([A-E])[\)\].:]\s+\S", re.MULTILINE)
+_LISTED = re.compile(r"^[^\S\n]*[\(\[]?([A-E])[\)\].:]\s+\S", re.MULTILINE)
 _HARMONY_FINAL = "<|channel|>final<|message|>"
 # "A" followed by a word that is not a connector reads as the article ("A CT scan ...").
 _ARTICLE = re.compile(

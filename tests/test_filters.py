@@ -121,3 +121,42 @@ def test_never_raises_on_arbitrary_text(text: str, letters: str) -> None:
 def test_never_raises_on_letter_heavy_text(text: str, letters: str) -> None:
     result = extract_letter(text, letters)
     assert result == NULL or result in letters
+
+
+# --------------------------------------------------------------------------- linear time
+
+ADVERSARIAL = {
+    "answer, whitespace, no letter": lambda n: "answer" + " " * n + "x",
+    "answer, whitespace, 'is'": lambda n: "answer" + " " * n + "is",
+    "commitment, whitespace, no alternative": lambda n: "Answer: B" + " " * n + "x",
+    "closing bracket, whitespace": lambda n: "answer: B)" + " " * n + "x",
+    "letter, whitespace, 'is the'": lambda n: "B" + " " * n + "is the",
+    "option, whitespace, is, whitespace": lambda n: "option" + " " * (n // 2) + "is" + " " * (n // 2),
+    "repeated commitments": lambda n: "answer is " * (n // 10),
+    "repeated letters": lambda n: "A " * (n // 2),
+    "blank lines then a listed letter": lambda n: "\n" * n + "B. text",
+    "opened think tags": lambda n: "<think>" * (n // 7) + "</think>B",
+}
+
+
+def _seconds(text: str) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        extract_letter(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
+def test_extraction_time_grows_linearly_up_to_one_mebibyte(shape: str) -> None:
+    """A reply of 1 MiB is read in well under a second, and four times the text takes
+    about four times as long (quadratic backtracking would take sixteen)."""
+    make = ADVERSARIAL[shape]
+    # small first: a quadratic pattern fails here in seconds instead of running for hours
+    assert _seconds(make(1 << 14)) < 0.1, f"{shape}: slow at 16 KiB"
+    small, large = _seconds(make(1 << 18)), _seconds(make(1 << 20))
+    assert large < 1.5, f"{shape}: {large:.2f} s for 1 MiB"
+    assert large < 8 * max(small, 1e-3), f"{shape}: {small:.4f} s at 256 KiB, {large:.4f} s at 1 MiB"
