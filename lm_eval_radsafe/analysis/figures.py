@@ -37,24 +37,53 @@ def condition_deltas(tests: list[dict[str, Any]], regime: str = "greedy", baseli
     conditions = [c for c in CONDITIONS if any(t["condition_b"] == c for t in chosen)]
     models = sorted({t["model"] for t in chosen})
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    many = len(models) > MAX_MODELS_DRAWN_APART
     for ax, metric in zip(axes[0], metrics):
         spec = metric_spec(metric)
-        for k, model in enumerate(models):
+        if many:
+            _deltas_across_models(ax, [t for t in chosen if t["metric"] == metric], conditions, spec.scale)
+        for k, model in enumerate([] if many else models):
             offset = (k - (len(models) - 1) / 2) * min(0.6 / max(len(models), 1), 0.15)
             points = [t for t in chosen if t["metric"] == metric and t["model"] == model]
             xs = [conditions.index(t["condition_b"]) + offset for t in points]
             ys = [spec.scale * t["difference"] for t in points]
             err = [[spec.scale * (t["difference"] - t["diff_ci_low"]) for t in points], [spec.scale * (t["diff_ci_high"] - t["difference"]) for t in points]]
-            ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=model if len(models) <= 12 else None)
+            ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=model)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(range(len(conditions)), [_display(c) for c in conditions], rotation=20, ha="right")
         unit = {"percent": " (pp)", "seconds": " (s)"}.get(spec.unit, "")
         ax.set_ylabel(f"{spec.display_name} - {_display(baseline)}{unit}")
         ax.set_title(spec.display_name)
-    if len(models) <= 12:
-        axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    if many:
+        fig.suptitle(f"{len(models)} models: each model's difference, and the median with the interquartile range (per-model intervals: paired_tests.csv)", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+#: above this many models, condition_deltas shows the spread across models instead of one
+#: interval per model (which no reader can tell apart)
+MAX_MODELS_DRAWN_APART = 12
+
+
+def _deltas_across_models(ax: Any, tests: list[dict[str, Any]], conditions: list[str], scale: float) -> None:
+    """Every model's difference as a grey dot, and per condition the median difference with
+    its interquartile range: two artists, whatever the number of models."""
+    xs, ys, med, low, high = [], [], [], [], []
+    for position, condition in enumerate(conditions):
+        values = np.array([scale * t["difference"] for t in tests if t["condition_b"] == condition], dtype=float)
+        values = values[~np.isnan(values)]
+        if not values.size:
+            med.append(np.nan), low.append(0.0), high.append(0.0)
+            continue
+        jitter = np.linspace(-0.18, 0.18, values.size) if values.size > 1 else np.zeros(1)
+        xs.extend(position + jitter)
+        ys.extend(values)
+        q1, q2, q3 = np.percentile(values, [25, 50, 75])
+        med.append(q2), low.append(q2 - q1), high.append(q3 - q2)
+    ax.scatter(xs, ys, s=9, color="0.6", alpha=0.7, linewidths=0, label="one model")
+    ax.errorbar(range(len(conditions)), med, yerr=[low, high], fmt="D", color="black", ms=5, capsize=4,
+                label="median, interquartile range")
 
 
 def accuracy_vs_high_risk(rows: list[dict[str, Any]], regime: str = "greedy") -> Any:

@@ -188,7 +188,7 @@ class Parsed:
     letters: list[Any]
     fingerprint: str
     threshold: Any
-    metrics: dict[str, list[Any]]
+    metrics: dict[str, np.ndarray]
 
 
 def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], Item] | None = None) -> Parsed:
@@ -223,7 +223,18 @@ def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], 
         raise RunError(f"{samples_file}: an item id occurs twice")
     if len(read.fingerprints) != 1:
         raise RunError(f"{samples_file}: rows carry {len(read.fingerprints)} different dataset fingerprints")
-    return Parsed(read.ids, read.answers, read.kept, read.fingerprints.pop(), read.threshold, read.metrics)
+    metrics = {}
+    for name, kind in kinds.items():
+        try:
+            data = np.asarray(read.metrics[name], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{samples_file}: metric {name!r} has non-numeric values") from exc
+        if kind == "mean" and data.ndim != 1:
+            raise RunError(f"{samples_file}: metric {name!r} should hold one number per item")
+        if kind != "mean" and (data.ndim != 2 or data.shape[1] != 2):
+            raise RunError(f"{samples_file}: metric {name!r} should hold a (value, flag) pair per item")
+        metrics[name] = data
+    return Parsed(read.ids, read.answers, read.kept, read.fingerprints.pop(), read.threshold, metrics)
 
 
 def add_missing_items(samples_file: Path, regime: str, fingerprint: str, item_ids: Iterable[str], items: dict[tuple[str, str], Item]) -> None:
@@ -301,18 +312,10 @@ def read_task_run(
         },
     )
     for name, kind in kinds.items():
-        try:
-            data = np.asarray(parsed.metrics[name], dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise RunError(f"{samples_file}: metric {name!r} has non-numeric values") from exc
         if kind == "mean":
-            if data.ndim != 1:
-                raise RunError(f"{samples_file}: metric {name!r} should hold one number per item")
-            run.values[name] = data
+            run.values[name] = parsed.metrics[name]
         else:
-            if data.ndim != 2 or data.shape[1] != 2:
-                raise RunError(f"{samples_file}: metric {name!r} should hold a (value, flag) pair per item")
-            run.pairs[name] = data
+            run.pairs[name] = parsed.metrics[name]
     return run
 
 
@@ -568,7 +571,7 @@ def _read_chosen(
         key = file_key(samples_file, regime) if cache.enabled else None
         fields = cache.load(key) if key else None
         if fields is not None:
-            parsed[i] = Parsed(**fields)
+            parsed[i] = _from_cache(fields)
         else:
             todo.append((i, samples_file, regime, key))
     workers = workers or os.cpu_count() or 1
@@ -585,7 +588,35 @@ def _read_chosen(
                 bar.update()
     for i, _, _, key in todo:
         if key:
-            cache.store(key, dict(vars(parsed[i])))
+            cache.store(key, _to_cache(parsed[i]))
     if cache.hits:
         logger.info("%d of %d runs from the parse cache (%s)", cache.hits, len(chosen), cache.folder)
     return [read_task_run(c.results, c.results_file, c.task, items, parsed[i]) for i, c in enumerate(chosen)]
+
+
+_JOIN = "\x1f"  # unit separator: never in a letter
+
+
+def _to_cache(parsed: Parsed) -> dict[str, Any]:
+    """``parsed`` as MessagePack-ready fields: metric arrays as raw float64 bytes, the sampled
+    letters of each item joined into one string (a run's 4,000 letters decode as 200 strings)."""
+    letters: Any = parsed.letters
+    joined = all(isinstance(x, list) and all(isinstance(v, str) and _JOIN not in v for v in x) for x in letters)
+    return {
+        "ids": parsed.ids,
+        "answers": parsed.answers,
+        "letters": [_JOIN.join(x) for x in letters] if joined else letters,
+        "letters_joined": joined,
+        "fingerprint": parsed.fingerprint,
+        "threshold": parsed.threshold,
+        "metrics": {k: [list(v.shape), v.astype("<f8").tobytes()] for k, v in parsed.metrics.items()},
+    }
+
+
+def _from_cache(fields: dict[str, Any]) -> Parsed:
+    """The inverse of :func:`_to_cache`."""
+    letters = fields["letters"]
+    if fields["letters_joined"]:
+        letters = [x.split(_JOIN) if x else [] for x in letters]
+    metrics = {k: np.frombuffer(data, dtype="<f8").reshape(shape).astype(float) for k, (shape, data) in fields["metrics"].items()}
+    return Parsed(fields["ids"], fields["answers"], letters, fields["fingerprint"], fields["threshold"], metrics)
