@@ -624,3 +624,22 @@ def test_html_lists_every_test_of_a_small_grid_and_the_baseline_comparisons_of_a
     shown, note = tests_shown(large, conditions)
     assert shown == [t for t in large if t["condition_a"] == "closed_book" and t["metric"] == "accuracy"]
     assert note.startswith(f"{len(shown)} of {len(large)} tests shown") and "paired_tests.csv" in note
+
+
+def test_condition_deltas_of_many_models_show_their_spread() -> None:
+    from lm_eval_radsafe.analysis import figures
+
+    tests = [
+        {"regime": "greedy", "condition_a": "closed_book", "condition_b": c, "metric": m, "model": f"m{k:02d}",
+         "difference": 0.01 * k, "diff_ci_low": 0.01 * k - 0.05, "diff_ci_high": 0.01 * k + 0.05}
+        for k in range(20) for c in ("clean_evidence", "conflict_evidence") for m in ("accuracy", "high_risk_error")
+    ]
+    fig = figures.condition_deltas(tests)
+    ax = fig.axes[0]
+    (dots,) = ax.collections[:1]
+    assert len(dots.get_offsets()) == 40  # every model's difference, both conditions
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["one model", "median, interquartile range"]
+    medians = ax.lines[0].get_ydata()
+    assert [round(float(v), 2) for v in medians] == [9.5, 9.5]  # median of 0..19 pp
+    few = figures.condition_deltas([t for t in tests if t["model"] < "m03"])
+    assert [t.get_text() for t in few.axes[0].get_legend().get_texts()] == ["m00", "m01", "m02"]
