@@ -17,6 +17,7 @@ from typing import Any
 
 from lm_eval_radsafe.provenance import PROVENANCE_KEY as RESULTS_KEY
 from lm_eval_radsafe.provenance import RequestClock, results_block
+from lm_eval_radsafe.redaction import redact_text
 
 logger = logging.getLogger("lm_eval_radsafe")
 
@@ -99,6 +100,8 @@ class Observed:
 
     clocks: list[RequestClock] = field(default_factory=list)
     endpoints: list[Any] = field(default_factory=list)
+    #: the run's model arguments with credentials redacted, for the results file (None: as given)
+    model_args: Any = None
 
     def serving(self) -> dict[str, Any]:
         """Task -> merged :class:`~lm_eval_radsafe.endpoint.EndpointStats` of our API backends."""
@@ -133,6 +136,18 @@ def _include_ours(init: Any) -> Any:
     return __init__
 
 
+def _report_model_args(lm: Any, model_args: Any) -> None:
+    """Make lm-eval write ``model_args`` (redacted) into the results file: it copies the
+    arguments as given, then updates them from the model's ``get_model_info()``, which this
+    wraps on the instance."""
+    info = getattr(lm, "get_model_info", None)
+
+    def get_model_info() -> dict[str, Any]:
+        return {**(info() if info is not None else {}), "model_args": model_args}
+
+    lm.get_model_info = get_model_info
+
+
 def _checked_and_timed(evaluate: Any, observed: Observed) -> Any:
     def timed_evaluate(lm: Any, *args: Any, **kwargs: Any) -> Any:
         from lm_eval_radsafe.models import check_chat_backend, check_sampling_backend
@@ -149,6 +164,8 @@ def _checked_and_timed(evaluate: Any, observed: Observed) -> Any:
         clock = RequestClock().install(lm)
         if clock not in observed.clocks:
             observed.clocks.append(clock)
+        if observed.model_args is not None:
+            _report_model_args(lm, observed.model_args)
         results = evaluate(*args, lm=lm, **kwargs)
         if isinstance(results, dict):  # None on ranks other than 0
             results[RESULTS_KEY] = results_block(results, clock, observed.serving())
@@ -272,18 +289,20 @@ def run_eval(argv: Sequence[str]) -> int:
     for state in (LEFT_OUT, FROM_PATTERN):
         state.clear()  # a second run in one process starts afresh
     argv = expand_patterns(argv)
+    argv, credentials = guard_credentials(argv)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm_eval", *argv]
     try:
         started = time.time()
-        with radsafe_hooks() as observed:
+        with credentials.in_effect(), radsafe_hooks() as observed:
+            observed.model_args = credentials.redacted_model_args
             cli_evaluate()
     except Exception as exc:
         message = eval_error_message(exc)
         if message is None or debug:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {redact_text(message, credentials.secrets)}", file=sys.stderr)
         return 1
     for line in observed.empty_output_warnings("--apply_chat_template" in argv):
         print(f"warning: {line}", file=sys.stderr)
@@ -307,8 +326,114 @@ def run_eval(argv: Sequence[str]) -> int:
     return 0
 
 
+#: lm-eval backends that read the key from ``$OPENAI_API_KEY`` only: an ``api_key=`` model
+#: argument never reaches their server, so `radsafe eval` moves it into the environment
+ENV_KEY_BACKENDS = frozenset({
+    "local-completions", "local-chat-completions", "openai-completions", "openai-chat-completions",
+    "radsafe-local-completions", "radsafe-local-chat-completions",
+})
+
+
+@dataclass
+class Credentials:
+    """Credentials found in ``--model_args``: their values (to redact everywhere), the model
+    arguments as the results file may show them, and an ``api_key`` moved into the
+    environment for the length of the run."""
+
+    secrets: set[str] = field(default_factory=set)
+    redacted_model_args: Any = None
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @contextmanager
+    def in_effect(self) -> Iterator[None]:
+        """Within the block: the moved key in the environment, and every secret redacted in
+        what is printed or logged. Both undone afterwards."""
+        import os
+
+        from lm_eval_radsafe.redaction import RedactingFilter, RedactingStream
+
+        if not self.secrets and not self.environment:
+            yield
+            return
+        saved_env = {name: os.environ.get(name) for name in self.environment}
+        os.environ.update(self.environment)
+        handlers = [h for h in logging.getLogger().handlers + logging.getLogger("lm_eval").handlers]
+        log_filter = RedactingFilter(self.secrets)
+        for handler in handlers:
+            handler.addFilter(log_filter)
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = RedactingStream(sys.stdout, self.secrets), RedactingStream(sys.stderr, self.secrets)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            sys.stdout, sys.stderr = streams
+            for handler in handlers:
+                handler.removeFilter(log_filter)
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def guard_credentials(argv: list[str]) -> tuple[list[str], Credentials]:
+    """Find credentials in ``--model_args`` (``api_key``, ``*token*``, ``*secret*``, URL
+    passwords and key parameters): warn that keys belong in the environment, move an
+    ``api_key`` of a backend that only reads ``$OPENAI_API_KEY`` there, and return what to
+    redact. The arguments are otherwise passed on unchanged (the backend may need them)."""
+    from lm_eval_radsafe.redaction import redact_args, secret_values
+
+    found = _option_value(argv, "--model_args")
+    if found is None:
+        return argv, Credentials()
+    index, raw = found
+    inline = raw.startswith("--model_args=")
+    value = raw.split("=", 1)[1] if inline else raw
+    parsed: Any = value
+    if value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+    secrets = secret_values(parsed)
+    if not secrets:
+        return argv, Credentials()
+    model = _option_value(argv, "--model")
+    backend = (model[1].split("=", 1)[1] if model[1].startswith("--model=") else model[1]) if model else ""
+    environment: dict[str, str] = {}
+    if backend in ENV_KEY_BACKENDS:
+        if isinstance(parsed, dict) and parsed.get("api_key"):
+            environment["OPENAI_API_KEY"] = str(parsed.pop("api_key"))
+            value = json.dumps(parsed)
+        elif isinstance(parsed, str):
+            parts = [p for p in parsed.split(",") if p.partition("=")[0].strip() == "api_key"]
+            if parts:
+                environment["OPENAI_API_KEY"] = parts[-1].partition("=")[2]
+                value = parsed = ",".join(p for p in parsed.split(",") if p.partition("=")[0].strip() != "api_key")
+    argv = list(argv)
+    argv[index] = f"--model_args={value}" if inline else value
+    print(
+        "warning: --model_args carries credentials; they are kept out of results, samples and logs, but a command line "
+        "is visible to other users and kept in shell history: pass keys through the environment (OPENAI_API_KEY)"
+        + ("; the api_key was moved to OPENAI_API_KEY for this run (this backend reads only that)" if environment else ""),
+        file=sys.stderr,
+    )
+    if isinstance(parsed, str):  # as lm-eval itself parses k=v,k=v (numbers and booleans typed)
+        from lm_eval.utils import simple_parse_args_string
+
+        parsed = simple_parse_args_string(parsed)
+    return argv, Credentials(secrets, redact_args(parsed), environment)
+
+
+#: lm-eval 0.5's error for a task name it does not know
+_UNKNOWN_SPEC = r"Spec '(.+)' is not a registered task/group/tag name or valid YAML path$"
+
+
 def eval_error_message(exc: BaseException) -> str | None:
     """The one-line message for an error `radsafe eval` knows, or None to show the traceback."""
+    import re
+
     from lm_eval_radsafe.compat import IncompatibleLmEval
     from lm_eval_radsafe.conditions import ConditionUnavailable
     from lm_eval_radsafe.endpoint import EndpointError
@@ -316,8 +441,11 @@ def eval_error_message(exc: BaseException) -> str | None:
     from lm_eval_radsafe.models import ChatTemplateError, SamplingBackendError
 
     text = str(exc)
-    if isinstance(exc, ValueError) and text.startswith("Tasks not found:"):
+    if isinstance(exc, ValueError) and text.startswith("Tasks not found:"):  # lm-eval 0.4
         return unknown_task_message(text.partition(":")[2])
+    unknown = re.match(_UNKNOWN_SPEC, str(exc.args[0])) if isinstance(exc, KeyError) and exc.args else None
+    if unknown:  # lm-eval 0.5 names the first unknown task only
+        return unknown_task_message(unknown.group(1))
     if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError, EndpointError, IncompatibleLmEval)):
         return text
     from lm_eval_radsafe.retrieval.agentic import ReportsError

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm_eval_radsafe.redaction import redact_text, redact_url
+
 logger = logging.getLogger("lm_eval_radsafe")
 
 #: default time budget of one request, retries and waits included (seconds): long enough
@@ -225,7 +227,7 @@ class RetryLog:
     then one line with the counts at most every ``every`` seconds."""
 
     def __init__(self, label: str, every: float = 15.0) -> None:
-        self.label, self.every = label, every
+        self.label, self.every = redact_text(label), every  # never a URL's credentials
         self._seen: set[str] = set()
         self._pending: Counter = Counter()
         self._last = time.monotonic()
@@ -300,7 +302,7 @@ def _budget_message(url: str, failures: list[Failure], spent: float, policy: Ret
     causes = Counter(f.cause for f in failures)
     counts = ", ".join(f"{c} {n}" for c, n in sorted(causes.items()))
     return (
-        f"{url}: no valid answer after {len(failures)} tries over {spent:.0f} s "
+        f"{redact_url(url)}: no valid answer after {len(failures)} tries over {spent:.0f} s "
         f"(retry budget {policy.budget:.0f} s; {counts}); last: {failures[-1].detail}"
     )
 
@@ -405,7 +407,7 @@ def post(
             elif retryable_status(status):
                 failure = Failure(status_cause(status), f"HTTP {status}: {_snippet(raw)}", retry_after_seconds(response.headers.get("Retry-After")))
             else:
-                raise RequestRejected(f"{url}: HTTP {status}: {_snippet(raw)}", status)
+                raise RequestRejected(f"{redact_url(url)}: HTTP {status}: {_snippet(raw)}", status)
         failures.append(failure)
         wait = policy.wait(attempt, failure.retry_after)
         spent = time.monotonic() - started

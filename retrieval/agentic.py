@@ -46,6 +46,7 @@ from lm_eval_radsafe.endpoint import (
     post,
 )
 from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.redaction import redact_url
 
 PLANNER_SYSTEM = (
     "You plan literature searches for a radiology question. Reply with JSON only: an object mapping each "
@@ -203,7 +204,7 @@ class OpenAIChatClient:
                 url, payload, headers=headers, validate=validate, policy=self.policy, timeout=self.timeout, log=self._log, stats=self.stats
             )
         except EndpointError as exc:
-            raise AgentEndpointError(f"agent endpoint {url}: {exc}") from None
+            raise AgentEndpointError(f"agent endpoint {redact_url(url)}: {exc}") from None
         self.stats.longest_wait_s = max(self.stats.longest_wait_s, seconds)
         text = body["choices"][0]["message"].get("content") or ""
         usage = body.get("usage") or {}

@@ -211,6 +211,7 @@ def scripted_reply(answers: dict[str, str], correct: float) -> Callable[[str, di
 
     def respond(path: str, body: dict) -> Reply:
         seed = body.get("seed")
+        path = path.split("?", 1)[0]  # a query (e.g. a key parameter) does not change the endpoint
         if path.rstrip("/").endswith("/chat/completions"):
             letter = choose_letter(_prompt_text(body), seed, answers, correct)
             choices = [{"index": 0, "message": {"role": "assistant", "content": letter}, "finish_reason": "stop"}]
