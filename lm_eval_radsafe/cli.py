@@ -565,6 +565,7 @@ def run_report(args: argparse.Namespace) -> int:
             sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
             rules=rules,
             use_cache=not getattr(args, "no_cache", False),
+            allow_partial=getattr(args, "allow_partial", False),
         )
         written = write_report(report, args.out, figure_formats)
         if args.leaderboard:
@@ -730,6 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse results files without samples files instead of skipping them with a warning"
     )
     report.add_argument("--leaderboard", action="store_true", help="also write leaderboard.json")
+    report.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="keep runs whose samples lack items they were asked for (a cut or unfinished file), marked partial; "
+        "default: refuse them",
+    )
     report.add_argument(
         "--no-cache",
         action="store_true",

@@ -271,6 +271,9 @@ def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.Datase
         "dataset_fingerprint": loaded.fingerprint,
         "dataset_source": loaded.source,
         "n_items": len(loaded),
+        # in the order lm-eval takes them (--limit N: the first N), so a report can tell a
+        # complete run from a cut one
+        "item_ids": [item.id for item in loaded.items],
         THRESHOLD_KEY: threshold,
         **({} if loaded.labelled else {"labelled": False}),
         **extra,

@@ -261,6 +261,33 @@ def test_leaderboard_round_trip_and_tampering(run_dir: Path, tmp_path: Path) -> 
     assert main(["validate-submission", str(tampered), "--data", str(FIXTURE)]) == 1
 
 
+def test_validate_submission_rejects_tampered_counts_partial_answers_and_malformed_fields(run_dir: Path, tmp_path: Path) -> None:
+    from lm_eval_radsafe.analysis.leaderboard import SubmissionError
+
+    out = tmp_path / "lb"
+    assert main(["report", str(run_dir), "--out", str(out), "--n-boot", "100", "--leaderboard"]) == 0
+    original = json.loads((out / "leaderboard.json").read_text())
+
+    def check(edit):
+        document = json.loads(json.dumps(original))
+        edit(next(e for e in document["entries"] if e["regime"] == "greedy"))
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(document))
+        return validate_submission(path, str(FIXTURE))
+
+    problems = check(lambda e: e["metrics"]["accuracy"].__setitem__("n_items", 1000))
+    assert any(p.endswith("accuracy n_items reported 1000, answers hold 3") for p in problems)
+    with pytest.raises(SubmissionError, match=r"field 'answers': 2 of the dataset's 3 items answered .* run without --limit"):
+        check(lambda e: e["answers"].pop(next(iter(e["answers"]))))
+    with pytest.raises(SubmissionError, match=r"field 'answers': expected an object of item id -> answer, got list"):
+        check(lambda e: e.__setitem__("answers", list(e["answers"].values())))
+    with pytest.raises(SubmissionError, match=r"answers\['.*'\]: expected a letter or 'NULL', got 3"):
+        check(lambda e: e["answers"].__setitem__(next(iter(e["answers"])), 3))
+    with pytest.raises(SubmissionError, match=r"field 'metrics': expected an object"):
+        check(lambda e: e.__setitem__("metrics", {"accuracy": 0.5}))
+    assert main(["validate-submission", str(tmp_path / "edited.json"), "--data", str(FIXTURE)]) == 1
+
+
 def test_mixed_fingerprints_are_refused(run_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     write_run(other, "demo-model", ["radsafe_demo_closed_book"], lambda prompt: "A")
@@ -274,14 +301,15 @@ def test_corrupted_samples_file_is_named(run_dir: Path, tmp_path: Path) -> None:
 
     broken = tmp_path / "broken"
     shutil.copytree(run_dir / "alpha-1b", broken)
-    samples = next(broken.glob("samples_radsafe200_clean_evidence_*.jsonl"))
+    # lm-eval 0.5 names it after the task's key, radsafe200::radsafe200_clean_evidence
+    samples = next(p for p in broken.glob("samples_*.jsonl") if re.fullmatch(r"samples_(radsafe200::)?radsafe200_clean_evidence_[^_]+\.jsonl", p.name))
     lines = samples.read_text().splitlines()
     lines[1] = lines[1][: len(lines[1]) // 2]
     samples.write_text("\n".join(lines) + "\n")
     with pytest.raises(RunError, match=rf"{samples.name}, line 2: not valid JSON"):
         read_runs([broken], progress=False)
     samples.unlink()
-    with pytest.raises(RunError, match=rf"{samples.name} for radsafe200_clean_evidence \(run lm-eval with --log_samples\)"):
+    with pytest.raises(RunError, match=rf"{re.escape(samples.name)} for (radsafe200::)?radsafe200_clean_evidence \(run lm-eval with --log_samples\)"):
         read_runs([broken], progress=False, strict=True)
 
 
@@ -368,10 +396,36 @@ def test_a_changed_samples_file_is_parsed_again(tmp_path: Path, fixture_data: Pa
     assert first.values["accuracy"].tolist() == [1.0, 1.0, 1.0]
     samples = next(folder.glob("samples_radsafe200_closed_book_*.jsonl"))
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
-    rows[0]["accuracy"] = 0.0  # the same size on disk: only the content (and mtime) change
+    rows[0]["filtered_resps"] = ["X"]  # one letter for another: the same size on disk
     samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
     (second,) = read_runs([folder], progress=False)
     assert second.values["accuracy"].tolist() == [0.0, 1.0, 1.0]
+
+
+def test_logged_metric_values_are_recomputed_not_trusted(tmp_path: Path, fixture_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book", "radsafe200_closed_book_sc"], _correct)
+    for task, field in (("radsafe200_closed_book", "accuracy"), ("radsafe200_closed_book_sc", "dangerous_overconfidence")):
+        samples = next(folder.glob(f"samples_{task}_2*.jsonl"))
+        rows = [json.loads(line) for line in samples.read_text().splitlines()]
+        rows[1][field] = 1.0 - rows[1][field]  # an edited per-item field
+        samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runs = {run.regime: run for run in read_runs([folder], progress=False, use_cache=False)}
+    assert runs["greedy"].values["accuracy"].tolist() == [1.0, 1.0, 1.0]  # what the answers say
+    assert runs["sc"].values["dangerous_overconfidence"].tolist() == [0.0, 0.0, 0.0]
+    assert "accuracy: 1 logged per-item value(s) differ" in caplog.text
+    assert "dangerous_overconfidence: 1 logged per-item value(s) differ" in caplog.text
+
+
+def test_a_cut_samples_file_is_refused_or_marked_partial(tmp_path: Path, fixture_data: Path) -> None:
+    folder = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book"], _correct)
+    samples = next(folder.glob("samples_radsafe200_closed_book_2*.jsonl"))
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:2]))  # cut at a line boundary
+    with pytest.raises(RunError, match=r"holds 2 of the 3 items radsafe200_closed_book was asked for: 1 asked-for item\(s\) missing .*--allow-partial"):
+        read_runs([folder], progress=False)
+    notes: list[str] = []
+    (run,) = read_runs([folder], progress=False, allow_partial=True, notes=notes)
+    assert run.n_items == 2 and "holds 2 of the 3 items" in run.meta["partial"]
+    assert notes and notes[0].startswith("partial run (--allow-partial)")
 
 
 def test_report_numbers_do_not_depend_on_cache_or_workers(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,11 +83,26 @@ def _rescore(entry: dict[str, Any], items: dict[str, Item], where: str) -> TaskR
         samples_file=Path(),
         item_ids=[],
     )
+    answers = entry["answers"]
+    if not isinstance(answers, dict):
+        raise SubmissionError(f"{where}: field 'answers': expected an object of item id -> answer, got {type(answers).__name__}")
+    missing = [item_id for item_id in items if item_id not in answers]
+    if missing:
+        raise SubmissionError(
+            f"{where}: field 'answers': {len(answers)} of the dataset's {len(items)} items answered (e.g. {missing[0]!r} "
+            "missing); a leaderboard entry covers the whole dataset: run without --limit"
+        )
     per_item = []
-    for item_id, answer in entry["answers"].items():
+    for item_id, answer in answers.items():
         if item_id not in items:
             raise SubmissionError(f"{where}: item {item_id!r} is not in the dataset")
         item = items[item_id]
+        if regime == "sc" and not (isinstance(answer, list) and all(isinstance(x, str) for x in answer)):
+            raise SubmissionError(f"{where}: answers[{item_id!r}]: expected a list of sampled letters, got {answer!r}")
+        if regime == "ll" and not (isinstance(answer, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in answer)):
+            raise SubmissionError(f"{where}: answers[{item_id!r}]: expected one log-likelihood per option, got {answer!r}")
+        if regime not in ("sc", "ll") and not isinstance(answer, str):
+            raise SubmissionError(f"{where}: answers[{item_id!r}]: expected a letter or {NULL!r}, got {answer!r}")
         if regime == "sc":
             values = score_votes(item, list(answer), threshold)
         elif regime == "ll":
@@ -132,9 +147,16 @@ def validate_submission(path: str | Path, data: str) -> list[str]:
             f"{loaded.source} ({loaded.fingerprint})"
         )
     items = {item.id: item for item in loaded.items}
+    entries = document.get("entries", [])
+    if not isinstance(entries, list):
+        raise SubmissionError(f"{path}: field 'entries': expected a list, got {type(entries).__name__}")
     runs = []
-    for index, entry in enumerate(document.get("entries", [])):
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise SubmissionError(f"{path}, entries[{index}]: expected an object, got {type(entry).__name__}")
         where = f"{path}, entries[{index}] ({entry.get('model')}/{entry.get('condition')}/{entry.get('regime')})"
+        if not isinstance(entry.get("metrics", {}), dict) or not all(isinstance(v, dict) for v in entry.get("metrics", {}).values()):
+            raise SubmissionError(f"{where}: field 'metrics': expected an object of metric -> {{estimate, ci_low, ci_high, n_items}}")
         try:
             runs.append(_rescore(entry, items, where))
         except KeyError as exc:
@@ -160,6 +182,8 @@ def validate_submission(path: str | Path, data: str) -> list[str]:
                     problems.append(
                         f"{label}: {metric} {field} reported {reported.get(field)!r}, recomputed {None if got is None else got[field]!r}"
                     )
+            if got is not None and reported.get("n_items") != got["n_items"]:
+                problems.append(f"{label}: {metric} n_items reported {reported.get('n_items')!r}, answers hold {got['n_items']!r}")
     return problems
 
 

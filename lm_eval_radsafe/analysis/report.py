@@ -96,6 +96,7 @@ def build_report(
     sizes: SizeRule = "refuse",
     rules: Rules = "ours",
     use_cache: bool = True,
+    allow_partial: bool = False,
 ) -> Report:
     """Read runs and compute every table of the report.
 
@@ -105,7 +106,8 @@ def build_report(
     ``rules="study"`` counts as the study's analysis scripts do where they differ from
     ours (:mod:`~lm_eval_radsafe.analysis.study_rules`): every table then follows them,
     and ``report.rules`` holds both sets of numbers side by side. ``use_cache=False``
-    parses every samples file again and keeps nothing in the parse cache.
+    parses every samples file again and keeps nothing in the parse cache; ``allow_partial``
+    keeps runs whose samples lack items they were asked for, marked in the report's notes.
     """
     from lm_eval_radsafe import __version__
 
@@ -121,6 +123,7 @@ def build_report(
         sizes=sizes,
         notes=size_notes,
         use_cache=use_cache,
+        allow_partial=allow_partial,
     )
     items = {item_id: item for (_, item_id), item in collected.items()}
     if rules not in RULES:

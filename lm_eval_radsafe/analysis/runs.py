@@ -237,6 +237,54 @@ def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], 
     return Parsed(read.ids, read.answers, read.kept, read.fingerprints.pop(), read.threshold, metrics)
 
 
+def _completeness(
+    results: dict[str, Any], results_file: Path, task: str, samples_file: Path, parsed: Parsed, provenance: dict[str, Any]
+) -> str | None:
+    """None when the samples hold exactly the items the run was asked for, else what is
+    wrong: lm-eval's ``n-samples`` says how many (``effective``, after ``--limit``), the
+    task's provenance which ones (the dataset's ids in evaluation order)."""
+    entry = (results.get("n-samples") or {}).get(task) or {}
+    asked = entry.get("effective") if isinstance(entry.get("effective"), int) else None
+    expected_ids = provenance.get("item_ids")
+    if isinstance(expected_ids, list) and expected_ids:
+        expected = set(map(str, expected_ids[: asked if asked is not None else len(expected_ids)]))
+        held = set(parsed.ids)
+        missing, extra = expected - held, held - expected
+        if missing or extra:
+            detail = ", ".join(
+                part for part in (
+                    f"{len(missing)} asked-for item(s) missing (e.g. {min(missing)})" if missing else "",
+                    f"{len(extra)} item(s) not asked for (e.g. {min(extra)})" if extra else "",
+                ) if part
+            )
+            return f"{samples_file}: holds {len(held)} of the {len(expected)} items {task} was asked for: {detail}"
+        return None
+    if asked is not None and len(parsed.ids) != asked:
+        return f"{samples_file}: holds {len(parsed.ids)} of the {asked} items {task} was asked for ({results_file.name}: n-samples)"
+    return None
+
+
+def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item]) -> dict[str, np.ndarray]:
+    """The regime's per-item values recomputed from each item's kept answer and its
+    labelled record, as the task's own scoring computes them (evidence recall and agent
+    cost, which depend on the logged evidence, are not among them)."""
+    from lm_eval_radsafe.filters import NULL
+    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
+
+    threshold = float(parsed.threshold) if parsed.threshold is not None else OVERCONFIDENCE_THRESHOLD
+    rows = []
+    for item_id, kept in zip(parsed.ids, parsed.letters):
+        item = items[(parsed.fingerprint, item_id)]
+        if regime == "sc":
+            rows.append(score_votes(item, list(kept), threshold))
+        elif regime == "ll":
+            rows.append(score_loglikelihoods(item, [float(v) for v in kept], threshold))
+        else:
+            rows.append(score_item(item, None if kept == NULL else kept))
+    names = [name for name in REGIME_METRICS[regime] if rows and name in rows[0]]
+    return {name: np.asarray([row[name] for row in rows], dtype=float) for name in names}
+
+
 def add_missing_items(samples_file: Path, regime: str, fingerprint: str, item_ids: Iterable[str], items: dict[tuple[str, str], Item]) -> None:
     """Add to ``items`` the records of ``item_ids`` (of ``fingerprint``) that it lacks, read
     from ``samples_file`` (a run parsed elsewhere: in another process, or from the cache)."""
@@ -272,12 +320,17 @@ def read_task_run(
     task: str,
     items: dict[tuple[str, str], Item] | None = None,
     parsed: Parsed | None = None,
+    allow_partial: bool = False,
 ) -> TaskRun:
     """Read one task's samples file next to ``results_file`` (or take ``parsed``, what it
     holds, read before).
 
     ``items`` collects each item's labelled record, keyed by (fingerprint, item id), from
-    the docs logged in the samples file (built once per item).
+    the docs logged in the samples file (built once per item). Every per-item value that
+    follows from the kept answer and the item is recomputed, never taken from the logged
+    metric fields (a warning says when they differ). A run whose samples do not hold the
+    items it was asked for is refused, or kept and marked ``meta["partial"]`` with
+    ``allow_partial``.
     """
     items = {} if items is None else items
     family, condition, regime, samples_file, provenance = _checked_task(results, results_file, task)
@@ -285,6 +338,10 @@ def read_task_run(
         parsed = parse_samples(samples_file, regime, items)
     else:
         add_missing_items(samples_file, regime, parsed.fingerprint, parsed.ids, items)
+    partial = _completeness(results, results_file, task, samples_file, parsed, provenance)
+    if partial and not allow_partial:
+        raise RunError(f"{partial}; run it again to completion, or pass --allow-partial to report it marked as partial")
+    recomputed = _recomputed(parsed, regime, items)
     kinds = REGIME_METRICS[regime]
     run = TaskRun(
         model=model_label(results),
@@ -309,13 +366,23 @@ def read_task_run(
             # lm-eval writes None when the run did not pass --apply_chat_template
             "chat_template": ("absent" if results["chat_template"] is None else "applied") if "chat_template" in results else "unknown",
             "limit": (results.get("config") or {}).get("limit"),
+            **({"partial": partial} if partial else {}),
         },
     )
     for name, kind in kinds.items():
+        values = recomputed.get(name, parsed.metrics[name])
+        logged = parsed.metrics[name]
+        if name in recomputed and (values.shape != logged.shape or not np.allclose(values, logged, equal_nan=True)):
+            same = np.isclose(values, logged, equal_nan=True) if values.shape == logged.shape else np.zeros(len(values), bool)
+            differ = int(np.sum(~same.all(axis=-1) if same.ndim == 2 else ~same))
+            logger.warning(
+                "%s: %s: %d logged per-item value(s) differ from the values recomputed from the kept answers and the "
+                "items; the report uses the recomputed ones", samples_file, name, differ,
+            )
         if kind == "mean":
-            run.values[name] = parsed.metrics[name]
+            run.values[name] = values
         else:
-            run.pairs[name] = parsed.metrics[name]
+            run.pairs[name] = values
     return run
 
 
@@ -510,6 +577,7 @@ def read_runs(
     notes: list[str] | None = None,
     use_cache: bool = True,
     workers: int | None = None,
+    allow_partial: bool = False,
 ) -> list[TaskRun]:
     """All radsafe task runs under ``paths``: exactly one per model, condition and regime.
 
@@ -525,7 +593,9 @@ def read_runs(
     """
     items = {} if items is None else items
     chosen = choose_runs(find_candidates(paths, strict=strict), prefer=prefer)
-    runs = _read_chosen(chosen, items, progress, use_cache, workers)
+    runs = _read_chosen(chosen, items, progress, use_cache, workers, allow_partial)
+    if notes is not None:
+        notes.extend(f"partial run (--allow-partial): {run.meta['partial']}" for run in runs if run.meta.get("partial"))
     fingerprints = sorted({run.fingerprint for run in runs})
     if len(fingerprints) > 1 and not allow_mixed:
         detail = "; ".join(
@@ -552,7 +622,8 @@ PARALLEL_FROM = 8
 
 
 def _read_chosen(
-    chosen: list[Candidate], items: dict[tuple[str, str], Item], progress: bool, use_cache: bool, workers: int | None
+    chosen: list[Candidate], items: dict[tuple[str, str], Item], progress: bool, use_cache: bool, workers: int | None,
+    allow_partial: bool = False,
 ) -> list[TaskRun]:
     """The chosen candidates as runs: cached parses where the files are unchanged, the rest
     parsed (in parallel when there are many), then stored in the cache."""
@@ -591,7 +662,7 @@ def _read_chosen(
             cache.store(key, _to_cache(parsed[i]))
     if cache.hits:
         logger.info("%d of %d runs from the parse cache (%s)", cache.hits, len(chosen), cache.folder)
-    return [read_task_run(c.results, c.results_file, c.task, items, parsed[i]) for i, c in enumerate(chosen)]
+    return [read_task_run(c.results, c.results_file, c.task, items, parsed[i], allow_partial) for i, c in enumerate(chosen)]
 
 
 _JOIN = "\x1f"  # unit separator: never in a letter
