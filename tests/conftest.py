@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from lm_eval.api.model import LM
@@ -12,6 +13,22 @@ from lm_eval.api.model import LM
 from fake_openai_server import JsonServer  # noqa: F401  imported by tests as conftest.JsonServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "items.jsonl"
+
+
+def by_task(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A section of lm-eval's output (``results``, ``configs``, ``n-samples``, ``samples``)
+    keyed by task name on every lm-eval: 0.5 keys a task run inside a group ``group::task``."""
+    from lm_eval_radsafe.provenance import task_of_key
+
+    return {task_of_key(key): value for key, value in section.items()}
+
+
+def greedy_letter(sample: Mapping[str, Any]) -> str:
+    """The letter the filter kept for a greedy sample: 0.5 wraps it in one more list."""
+    kept = sample["filtered_resps"][0]
+    if isinstance(kept, list):
+        (kept,) = kept
+    return kept
 
 
 class ScriptedLM(LM):

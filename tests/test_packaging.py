@@ -47,7 +47,7 @@ def copy_source(dest: Path) -> None:
             listed = [name for name in done.stdout.decode().split("\0") if name and (REPO / name).is_file()]
     if listed is None:
         ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs", "out")
-        shutil.copytree(REPO, dest, ignore=ignore)
+        shutil.copytree(REPO, dest, ignore=ignore, dirs_exist_ok=True)  # dest exists (the caller made it)
         return
     for name in listed:
         target = dest / name

@@ -9,7 +9,7 @@ from pathlib import Path
 import lm_eval
 import pytest
 
-from conftest import FIXTURE, ScriptedLM, prepare_with_agent
+from conftest import FIXTURE, ScriptedLM, by_task, greedy_letter, prepare_with_agent
 from lm_eval_radsafe.cli import task_manager, tasks_dir
 from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES, task_name
 from lm_eval_radsafe.loaders import load_items
@@ -252,11 +252,11 @@ def test_group_run_reports_hand_computed_metrics_and_samples(fixture_data: Path)
     fingerprint = load_items(FIXTURE).fingerprint
     for condition, expected in EXPECTED.items():
         task = f"radsafe200_{condition}"
-        result = out["results"][task]
+        result = by_task(out["results"])[task]
         got = tuple(result[f"{name},strict"] for name in METRIC_NAMES)
         assert got == pytest.approx(expected), condition
         assert isinstance(result["accuracy_stderr,strict"], float)
-        samples = out["samples"][task]
+        samples = by_task(out["samples"])[task]
         assert len(samples) == 3
         for sample in samples:
             item_id = sample["doc"]["id"]
@@ -264,7 +264,7 @@ def test_group_run_reports_hand_computed_metrics_and_samples(fixture_data: Path)
             assert sample["resps"] == [[raw]]
             assert sample["doc"]["dataset_fingerprint"] == fingerprint
             assert set(METRIC_NAMES) <= set(sample)
-    letters = {s["doc"]["id"]: s["filtered_resps"][0] for s in out["samples"]["radsafe200_conflict_evidence"]}
+    letters = {s["doc"]["id"]: greedy_letter(s) for s in by_task(out["samples"])["radsafe200_conflict_evidence"]}
     assert letters == {"fx-001": "E", "fx-002": "NULL", "fx-003": "C"}
 
 
@@ -277,7 +277,7 @@ def test_demo_family_runs_on_the_bundled_set() -> None:
         bootstrap_iters=0,
     )
     for condition in ITEM_CONDITIONS:
-        result = out["results"][f"radsafe_demo_{condition}"]
+        result = by_task(out["results"])[f"radsafe_demo_{condition}"]
         assert all(f"{name},strict" in result for name in METRIC_NAMES)
 
 
