@@ -515,6 +515,19 @@ def test_prefer_largest_breaks_ties_by_newest_and_says_so(tmp_path: Path, fixtur
     assert any("2 runs tie; the newest of them" in r.message for r in caplog.records)
 
 
+def test_runs_with_equal_timestamps_are_never_chosen_by_folder_name(tmp_path: Path, fixture_data: Path) -> None:
+    import shutil
+
+    intact = write_run(tmp_path / "a", "m", ["radsafe200_closed_book"], _correct)
+    copy = tmp_path / "b" / intact.name
+    shutil.copytree(intact, copy)  # same file names, so the same timestamp
+    samples = next(copy.glob("samples_*.jsonl"))
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:2]))
+    for prefer in ("newest", "largest"):
+        with pytest.raises(RunError, match=rf"--prefer {prefer} cannot choose between .*pass only the folder you want"):
+            read_runs([tmp_path / "b", tmp_path / "a"], prefer=prefer, progress=False)
+
+
 def test_models_on_different_items_are_refused_or_compared_on_shared_items(
     tmp_path: Path, fixture_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

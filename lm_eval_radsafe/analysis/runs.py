@@ -514,6 +514,13 @@ def choose_runs(candidates: list[Candidate], prefer: Prefer | None = None) -> li
             rank = lambda c: (c.n_items if c.n_items is not None else -1, c.timestamp, str(c.results_file))
         ordered = sorted(group, key=rank, reverse=True)
         kept = ordered[0]
+        tied = [c for c in ordered[1:] if rank(c)[:-1] == rank(kept)[:-1]]
+        if tied:  # only the folder name would decide: never let it
+            raise RunError(
+                f"{' / '.join(key)}: --prefer {prefer} cannot choose between "
+                + ", ".join(c.describe() for c in [kept, *tied])
+                + " (same timestamp" + (" and item count" if prefer == "largest" else "") + "); pass only the folder you want"
+            )
         why = "the newest" if prefer == "newest" else "the most items"
         if prefer == "largest" and sum(c.n_items == kept.n_items for c in group) > 1:
             why += f" ({sum(c.n_items == kept.n_items for c in group)} runs tie; the newest of them)"
