@@ -4,7 +4,8 @@ One entry per samples file and regime, keyed by the file's absolute path, size,
 modification time and a hash of its first and last 64 KiB, and by this module's format
 version: a file that is rewritten, appended to, truncated or touched is parsed again.
 Entries hold what :func:`~lm_eval_radsafe.analysis.runs.parse_samples` returns (ids,
-answers, kept values, metric values as raw float64), as MessagePack: data, never code. The items
+answers, kept values, logged and recomputed metric values as raw float64), as MessagePack:
+data, never code. The items
 themselves (question, options, labels) are not cached; they are read from one samples file
 per dataset, as before. The cache lives in ``$RADSAFE_CACHE/report`` (see
 :func:`lm_eval_radsafe.paths.cache_root`) and needs ``msgspec`` (the ``report`` extra);
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover - exercised where the report extra is ab
 logger = logging.getLogger(__name__)
 
 #: bump when the cached fields or their meaning change
-FORMAT = 2
+FORMAT = 3
 _EDGE = 64 * 1024
 
 

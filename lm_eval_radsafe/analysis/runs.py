@@ -189,6 +189,8 @@ class Parsed:
     fingerprint: str
     threshold: Any
     metrics: dict[str, np.ndarray]
+    #: the values recomputed from the kept answers and the items (:func:`_recomputed`), once known
+    recomputed: dict[str, np.ndarray] | None = None
 
 
 def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], Item] | None = None) -> Parsed:
@@ -341,7 +343,9 @@ def read_task_run(
     partial = _completeness(results, results_file, task, samples_file, parsed, provenance)
     if partial and not allow_partial:
         raise RunError(f"{partial}; run it again to completion, or pass --allow-partial to report it marked as partial")
-    recomputed = _recomputed(parsed, regime, items)
+    if parsed.recomputed is None:
+        parsed.recomputed = _recomputed(parsed, regime, items)
+    recomputed = parsed.recomputed
     kinds = REGIME_METRICS[regime]
     run = TaskRun(
         model=model_label(results),
@@ -664,12 +668,13 @@ def _read_chosen(
             for i, samples_file, regime, _ in todo:
                 parsed[i] = parse_samples(samples_file, regime, items)
                 bar.update()
-    for i, _, _, key in todo:
+    runs = [read_task_run(c.results, c.results_file, c.task, items, parsed[i], allow_partial) for i, c in enumerate(chosen)]
+    for i, _, _, key in todo:  # with the recomputed values, so a second report skips that too
         if key:
             cache.store(key, _to_cache(parsed[i]))
     if cache.hits:
         logger.info("%d of %d runs from the parse cache (%s)", cache.hits, len(chosen), cache.folder)
-    return [read_task_run(c.results, c.results_file, c.task, items, parsed[i], allow_partial) for i, c in enumerate(chosen)]
+    return runs
 
 
 _JOIN = "\x1f"  # unit separator: never in a letter
@@ -688,6 +693,8 @@ def _to_cache(parsed: Parsed) -> dict[str, Any]:
         "fingerprint": parsed.fingerprint,
         "threshold": parsed.threshold,
         "metrics": {k: [list(v.shape), v.astype("<f8").tobytes()] for k, v in parsed.metrics.items()},
+        "recomputed": None if parsed.recomputed is None
+        else {k: [list(v.shape), v.astype("<f8").tobytes()] for k, v in parsed.recomputed.items()},
     }
 
 
@@ -696,5 +703,11 @@ def _from_cache(fields: dict[str, Any]) -> Parsed:
     letters = fields["letters"]
     if fields["letters_joined"]:
         letters = [x.split(_JOIN) if x else [] for x in letters]
-    metrics = {k: np.frombuffer(data, dtype="<f8").reshape(shape).astype(float) for k, (shape, data) in fields["metrics"].items()}
-    return Parsed(fields["ids"], fields["answers"], letters, fields["fingerprint"], fields["threshold"], metrics)
+    def arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {k: np.frombuffer(data, dtype="<f8").reshape(shape).astype(float) for k, (shape, data) in stored.items()}
+
+    recomputed = fields.get("recomputed")
+    return Parsed(
+        fields["ids"], fields["answers"], letters, fields["fingerprint"], fields["threshold"], arrays(fields["metrics"]),
+        None if recomputed is None else arrays(recomputed),
+    )
