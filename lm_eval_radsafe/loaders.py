@@ -24,7 +24,6 @@ Files must be UTF-8 (a byte-order mark is accepted).
 from __future__ import annotations
 
 import ast
-import codecs
 import csv
 import dataclasses
 import difflib
@@ -50,6 +49,7 @@ from lm_eval_radsafe.items import (
     Option,
     fingerprint,
 )
+from lm_eval_radsafe.text_rules import NotUtf8Error, control_character, decode_utf8, guess_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -234,35 +234,13 @@ def read_text(path: Path) -> str:
     """The file's text: UTF-8, with or without a byte-order mark.
 
     Any other encoding is a :class:`DatasetError` naming the byte offset and line of the
-    first undecodable byte and the likely encoding, with the ``iconv`` line that fixes it.
+    first undecodable byte and the likely encoding, with the ``iconv`` line that fixes it
+    (the message of :func:`~lm_eval_radsafe.text_rules.decode_utf8`).
     """
-    data = path.read_bytes()
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DatasetError(str(path), [f"not UTF-8: it starts with a UTF-16 byte-order mark; {_iconv('utf-16', path)}"])
     try:
-        return data[bom:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = bom + exc.start
-        line = data[:offset].count(b"\n") + 1
-        raise DatasetError(
-            str(path),
-            [f"not UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} (line {line}); {_guess_encoding(data, path)}"],
-        ) from None
-
-
-def _guess_encoding(data: bytes, path: Path) -> str:
-    if data.count(b"\x00") > len(data) // 4:
-        return f"it looks like UTF-16; {_iconv('utf-16', path)}"
-    try:
-        data.decode("cp1252")
-    except UnicodeDecodeError:
-        return f"it looks like latin-1; {_iconv('latin1', path)}"
-    return f"it looks like latin-1/cp1252; {_iconv('cp1252', path)}"
-
-
-def _iconv(encoding: str, path: Path) -> str:
-    return f"convert it with `iconv -f {encoding} -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}`"
+        return decode_utf8(path.read_bytes(), path)
+    except NotUtf8Error as exc:
+        raise DatasetError(str(path), [exc.problem]) from None
 
 
 def _jsonl_rows(path: Path) -> list[Row]:
@@ -315,7 +293,32 @@ def _parquet_table(path: Path) -> Table:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    return Table([(f"row {n}", rec) for n, rec in enumerate(table.to_pylist(), start=1)], list(table.column_names))
+    try:
+        records = table.to_pylist()
+    except UnicodeDecodeError:
+        raise DatasetError(str(path), [_parquet_not_utf8(table, path)]) from None
+    return Table([(f"row {n}", rec) for n, rec in enumerate(records, start=1)], list(table.column_names))
+
+
+def _parquet_not_utf8(table: Any, path: Path) -> str:
+    """The first string cell of a Parquet table that is not UTF-8, as a problem line."""
+    import pyarrow as pa
+
+    for name in table.column_names:
+        column = table.column(name)
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            continue
+        for number, raw in enumerate(column.cast(pa.large_binary()).to_pylist(), start=1):
+            if raw is None:
+                continue
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return (
+                    f"row {number}: field {name!r}: not UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} "
+                    f"of the value; {guess_encoding(raw, path).split(';')[0]}; write the column as UTF-8 text"
+                )
+    return "a text column is not UTF-8; write every text column as UTF-8"
 
 
 def _read_hub(name: str, local: bool = False) -> Table:
@@ -507,7 +510,7 @@ def items_from_rows(rows: Iterable[Row]) -> tuple[list[Item], list[str]]:
     seen: dict[str, tuple[str, str]] = {}  # casefolded id -> (location, id)
     for location, record in rows:
         try:
-            _check_no_nul(record)
+            _check_text(record)
             item = item_from_record(record)
         except ItemError as exc:
             problems.append(f"{location}: {exc}")
@@ -522,19 +525,21 @@ def items_from_rows(rows: Iterable[Row]) -> tuple[list[Item], list[str]]:
     return items, problems
 
 
-def _check_no_nul(value: Any, field: str = "") -> None:
-    """Raise :class:`ItemError` for the first text (key or value) holding a NUL byte."""
+def _check_text(value: Any, field: str = "") -> None:
+    """Raise :class:`ItemError` for the first text (key or value) holding a NUL byte or
+    another C0 control character (tab, newline and carriage return are allowed)."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ItemError(field or "(record)", value, "contains a NUL byte (\\x00)")
+        reason = control_character(value)
+        if reason is not None:
+            raise ItemError(field or "(record)", value, reason)
     elif isinstance(value, Mapping):
         for key, inner in value.items():
             name = f"{field}.{key}" if field else str(key)
-            _check_no_nul(key, name)
-            _check_no_nul(inner, name)
+            _check_text(key, name)
+            _check_text(inner, name)
     elif isinstance(value, (list, tuple)):
         for index, inner in enumerate(value):
-            _check_no_nul(inner, f"{field}[{index}]")
+            _check_text(inner, f"{field}[{index}]")
 
 
 def _is_canonical(record: Mapping[str, Any]) -> bool:

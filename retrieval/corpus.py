@@ -1,6 +1,10 @@
 """Corpus readers: JSONL with ``id``/``title``/``text``, or a folder of ``.txt``/``.md`` files.
 
-A bad line is an error naming the file, line, field and value; nothing is skipped.
+A bad line is an error naming the file, line, field and value; nothing is skipped. The
+rules of the item loaders hold here too (:mod:`lm_eval_radsafe.text_rules`): files are
+UTF-8 with or without a byte-order mark (other bytes are an error naming file, line and
+byte offset, with the likely encoding), and text holds no NUL byte or other control
+character except tab, newline and carriage return.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
+from lm_eval_radsafe.text_rules import NotUtf8Error, control_character, decode_utf8, first_control
 
 DEMO_CORPUS = "demo"
 
@@ -69,6 +74,11 @@ def _read_jsonl(path: Path) -> list[Passage]:
             title = record.get("title", "")
             if not isinstance(title, str):
                 raise CorpusError(f"{where}: field 'title': must be text (value: {title!r})")
+            for field in ("id", "title", "text"):
+                value = record.get(field)
+                reason = control_character(value) if isinstance(value, str) else None
+                if reason is not None:
+                    raise CorpusError(f"{where}: field {field!r}: {reason} (value: {_short(value)})")
             pid = str(record["id"])
             if pid in seen:
                 raise CorpusError(f"{where}: field 'id': duplicate of line {seen[pid]} (value: {pid!r})")
@@ -82,7 +92,16 @@ def _read_jsonl(path: Path) -> list[Passage]:
 def _read_folder(folder: Path) -> list[Passage]:
     passages = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()):
-        text = path.read_text(encoding="utf-8").strip()
+        try:
+            text = decode_utf8(path.read_bytes(), path)
+        except NotUtf8Error as exc:
+            raise CorpusError(str(exc)) from None
+        index = first_control(text)
+        if index is not None:
+            start = text.rfind("\n", 0, index) + 1
+            line = text.count("\n", 0, index) + 1
+            raise CorpusError(f"{path}, line {line}: {control_character(text[start:index + 1])}")
+        text = text.strip()
         if not text:
             raise CorpusError(f"{path}: empty file")
         first, _, rest = text.partition("\n")
@@ -90,6 +109,11 @@ def _read_folder(folder: Path) -> list[Passage]:
         body = rest.strip() if title != path.stem else text
         passages.append(Passage(str(path.relative_to(folder)), title, body))
     return passages
+
+
+def _short(value: str, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def corpus_hash(passages: Iterable[Passage]) -> str:

@@ -677,3 +677,175 @@ def test_items_marked_unlabelled_in_a_labelled_file_need_the_switch(tmp_path: Pa
         load_items(tmp_path / "mixed.jsonl")
     loaded = load_items(tmp_path / "mixed.jsonl", allow_unlabelled=True)
     assert [item.labelled for item in loaded.items] == [True, False, True] and not loaded.labelled
+
+
+# --------------------------------------------------------------------------- one rule set for every format
+
+
+def write_json(path: Path, rows: list[dict]) -> None:
+    path.write_text(json.dumps(rows), encoding="utf-8")
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+WRITERS = {".csv": write_csv, ".jsonl": write_jsonl, ".json": write_json, ".parquet": write_parquet}
+FIRST_ROW = {".csv": "row 1 (line 2)", ".jsonl": "line 1", ".json": "element 0", ".parquet": "row 1"}
+
+
+@pytest.mark.parametrize("suffix", sorted(WRITERS))
+@pytest.mark.parametrize("column", ["option_6", "option_6_high_risk", "option_6_unsafe", "option_6_contradicts"])
+def test_sixth_option_columns_are_an_error_in_every_flat_format(tmp_path: Path, suffix: str, column: str) -> None:
+    """A sixth option (or its flag) is never dropped with its labels: the column is named."""
+    rows = [{**row, "option_5": row["option_5"] or "Repeat later", column: "x" if column == "option_6" else 1} for row in flat_rows()]
+    path = tmp_path / f"six{suffix}"
+    WRITERS[suffix](path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    where = "header: column" if suffix in (".csv", ".parquet") else f"{FIRST_ROW[suffix]}: field"
+    assert f"{where} {column!r}: items have 4 or 5 options (option_1..option_5 = A..E); there is no option 6" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", sorted(WRITERS))
+@pytest.mark.parametrize("value", ["yes", "no", "Y", "on", "t", "1.5", "true1"])
+def test_flag_words_other_than_0_1_true_false_are_an_error_in_every_format(tmp_path: Path, suffix: str, value: str) -> None:
+    rows = flat_rows()
+    rows[0]["option_2_contradicts"] = value
+    if suffix == ".parquet":  # one column type: every value of the column as text
+        for row in rows[1:]:
+            row["option_2_contradicts"] = str(row["option_2_contradicts"])
+    path = tmp_path / f"flag{suffix}"
+    WRITERS[suffix](path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert str(info.value) == (
+        f"{path}: {FIRST_ROW[suffix]}: field 'option_2_contradicts': must be 0/1, true/false or empty (value: {value!r})"
+    )
+
+
+@pytest.mark.parametrize("value", ["TRUE", "False", "tRuE", "1", "0", "1.0", "0.0"])
+def test_flag_spellings_accepted_in_parquet_text_columns(tmp_path: Path, value: str) -> None:
+    rows = [{**row, "option_2_contradicts": str(row["option_2_contradicts"])} for row in flat_rows()]
+    rows[0]["option_2_contradicts"] = value
+    write_parquet(tmp_path / "ok.parquet", rows)
+    assert load_items(tmp_path / "ok.parquet").items[0].option("B").contradicts is (value.lower() in ("true", "1", "1.0"))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (
+            lambda r: r.update(question="What\x07 now?"),
+            (
+                "field 'question': contains the control character U+0007 ('\\x07') at character 4; "
+                "only tab, newline and carriage return are allowed (value: 'What\\x07 now?')"
+            ),
+        ),
+        (lambda r: r.update(option_2="Bone\x1bscan"), "field 'option_2': contains the control character U+001B ('\\x1b') at character 4"),
+        (lambda r: r.update(evidence_clean="page 1\x0cpage 2"), "field 'evidence_clean': contains the control character U+000C"),
+        (lambda r: r.update(metadata={"evidence_conflict": "\x1f"}), "field 'metadata.evidence_conflict': contains the control character U+001F"),
+        (lambda r: r.update(subspecialty="neuro\x0b"), "field 'subspecialty': contains the control character U+000B"),
+    ],
+)
+def test_control_characters_in_text_fields_name_row_and_field(tmp_path: Path, mutate, problem: str) -> None:
+    rows = flat_rows()
+    mutate(rows[1])
+    path = tmp_path / "controls.jsonl"
+    write_jsonl(path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert str(info.value).startswith(f"{path}: line 2: {problem}")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_control_character_is_an_error_in_every_format(tmp_path: Path, suffix: str) -> None:
+    rows = flat_rows()
+    rows[0]["question"] = "Which\x02 study first?"
+    path = tmp_path / f"controls{suffix}"
+    WRITERS[suffix](path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    assert str(info.value).startswith(f"{path}: {FIRST_ROW[suffix]}: field 'question': contains the control character U+0002")
+
+
+def test_control_character_in_canonical_option_text(tmp_path: Path) -> None:
+    records = canonical_records()
+    records[2]["options"][1]["text"] = "a\x1b[31mred"
+    write_jsonl(tmp_path / "esc.jsonl", records)
+    with pytest.raises(DatasetError, match=r"line 3: field 'options\[1\]\.text': contains the control character U\+001B"):
+        load_items(tmp_path / "esc.jsonl")
+
+
+def test_tab_newline_and_carriage_return_are_text(tmp_path: Path) -> None:
+    rows = flat_rows()
+    rows[0]["question"] = "Line one\twith a tab\r\nline two\nline three"
+    write_jsonl(tmp_path / "ok.jsonl", rows)
+    assert load_items(tmp_path / "ok.jsonl").items[0].question == rows[0]["question"]
+
+
+def test_parquet_text_that_is_not_utf8_names_row_field_and_offset(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = flat_rows()
+    table = pa.Table.from_pylist(rows)
+    raw = [q.encode("utf-8") for q in table.column("question").to_pylist()]
+    raw[1] = "Which finding suggests a névus?".encode("cp1252")
+    bad = pa.array(raw, type=pa.binary()).cast(pa.string(), safe=False)
+    table = table.set_column(table.column_names.index("question"), "question", bad)
+    path = tmp_path / "latin.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(DatasetError) as info:
+        load_items(path)
+    offset = raw[1].index(b"\xe9")
+    assert str(info.value) == (
+        f"{path}: row 2: field 'question': not UTF-8: byte 0xe9 at byte offset {offset} of the value; "
+        "it looks like latin-1/cp1252; write the column as UTF-8 text"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_utf8_bom_is_accepted_in_a_dataset_folder(tmp_path: Path, suffix: str, reference: tuple[Item, ...]) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    path = folder / f"test{suffix}"
+    WRITERS[suffix](path, flat_rows())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_items(folder).items == reference
+
+
+def test_latin1_line_deep_in_a_jsonl_file_names_its_line(tmp_path: Path) -> None:
+    rows = flat_rows()
+    rows[2]["evidence_clean"] = "Caf\u00e9-au-lait spots"
+    path = tmp_path / "late.jsonl"
+    path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode("cp1252") + b"\n" for r in rows))
+    offset = path.read_bytes().index(b"\xe9")
+    with pytest.raises(DatasetError, match=rf"^{path}: not UTF-8: byte 0xe9 at byte offset {offset} \(line 3\); it looks like latin-1/cp1252"):
+        load_items(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (lambda: "\n".join(json.dumps({**r, "option_2": "Bo\u0007ne scan"} if n == 0 else r) for n, r in enumerate(flat_rows())).encode(), "line 1: field 'option_2'"),
+        (lambda: "\n".join(json.dumps(r, ensure_ascii=False) for r in flat_rows()).encode("utf-8") + "\ncafé".encode("latin-1"), "not UTF-8: byte 0xe9"),
+    ],
+)
+def test_validate_data_and_task_load_give_the_same_one_line_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content, problem: str
+) -> None:
+    from lm_eval_radsafe.cli import eval_error_message, main
+    from lm_eval_radsafe.harness import load_radsafe200
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content())
+    assert main(["validate-data", str(path)]) == 1
+    printed = capsys.readouterr().err
+    with pytest.raises(DatasetError) as info:
+        load_radsafe200(radsafe_data=str(path), radsafe_condition="closed_book")
+    assert printed == f"error: {eval_error_message(info.value)}\n"
+    assert printed.count("\n") == 1 and problem in printed

@@ -49,6 +49,59 @@ def test_folder_corpus(tmp_path: Path) -> None:
     ]
 
 
+def test_latin1_corpus_line_names_file_line_offset_and_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    data = '{"id": "a", "text": "fine"}\n{"id": "b", "text": "caf\u00e9 au lait"}\n'.encode("cp1252")
+    path.write_bytes(data)
+    offset = data.index(b"\xe9")
+    expected = (
+        f"{path}: not UTF-8: byte 0xe9 at byte offset {offset} (line 2); it looks like latin-1/cp1252; "
+        f"convert it with `iconv -f cp1252 -t utf-8 {path} > {tmp_path / 'corpus.utf8.jsonl'}`"
+    )
+    with pytest.raises(CorpusError) as info:
+        read_corpus(path)
+    assert str(info.value) == expected
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes("Line one\nNévus".encode("cp1252"))
+    with pytest.raises(CorpusError, match=r"a\.txt: not UTF-8: byte 0xe9 at byte offset 10 \(line 2\); it looks like latin-1/cp1252"):
+        read_corpus(folder)
+
+
+def test_prepare_with_a_latin1_corpus_is_one_line_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes('{"id": "a", "text": "fine"}\n{"id": "b", "text": "caf\u00e9"}\n'.encode("latin-1"))
+    assert main(["prepare", "--dataset", "demo", "--corpus", str(path), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: not UTF-8: byte 0xe9 at byte offset ") and "(line 2)" in err
+    assert err.count("\n") == 1
+
+
+def test_corpus_accepts_a_utf8_bom(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"id": "a", "title": "T", "text": "fine"}\n')
+    assert read_corpus(path) == [Passage("a", "T", "fine")]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.md").write_bytes(b"\xef\xbb\xbf# Stroke imaging\n\nCT first.\n")
+    assert read_corpus(folder) == [Passage("a.md", "Stroke imaging", "CT first.")]
+
+
+def test_control_characters_in_a_corpus_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"id": "a", "text": "fine\\ttab"}\n{"id": "b", "title": "T\\u0000", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"corpus\.jsonl, line 2: field 'title': contains a NUL byte \(\\x00\) \(value: 'T\\x00'\)"):
+        read_corpus(path)
+    path.write_text('{"id": "a", "text": "page 1\\fpage 2"}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"line 1: field 'text': contains the control character U\+000C"):
+        read_corpus(path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Line one\r\nLine\ttwo\nLine \x1bthree\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"a\.txt, line 3: contains the control character U\+001B \('\\x1b'\) at character 5"):
+        read_corpus(folder)
+
+
 def test_chunking_windows_overlap_and_boundaries() -> None:
     words = [f"w{i}" for i in range(23)]
     passage = Passage("p", "", " ".join(words))
