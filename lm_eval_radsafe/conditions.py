@@ -229,7 +229,7 @@ FAMILIES: dict[str, Family] = {
 
 #: ``metadata.version`` of every task and group: bump it (and list the change in the
 #: CHANGELOG) when a change can move a reported number, then rerun _generate_configs.py.
-TASK_VERSION = 1.0
+TASK_VERSION = 1.1
 #: task ``metadata`` keys by which each task YAML names its condition and regime: read once,
 #: by the family's ``custom_dataset`` loader (lm-eval passes a task's metadata to it)
 CONDITION_KEY = "radsafe_condition"

@@ -11,7 +11,10 @@ options ``A_q`` and K samples:
   A letter outside the item's options is counted as NULL, so confidence stays in [0, 1].
 * **Wilson** 95% interval (z = 1.959964) on the agreement.
 * **robustness** = valid letters equal to the answer / valid letters (0 when none valid).
-* **synchronized failure**: at least two valid letters, all the same, and wrong.
+* **synchronized failure** (:func:`synchronized_failure`): every ballot is a letter (no
+  NULL), there are at least two, all the same, and wrong. The same function serves the
+  ensembles of :mod:`lm_eval_radsafe.analysis.questions`, where the ballots are the
+  members' letters.
 
 One majority rule serves accuracy, the safety rates and every confidence split. (The
 study's scripts also use a NULL-dropping majority for some safety rates; we do not.)
@@ -21,8 +24,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import Item
@@ -59,6 +62,23 @@ def majority_vote(ballots: Sequence[str]) -> str:
     return NULL if NULL in tied else tied[0]
 
 
+def synchronized_failure(ballots: Sequence[str], answer: str) -> bool:
+    """Whether ``ballots`` fail in sync: at least two ballots, every one a letter (none
+    ``"NULL"``), all the same letter, and that letter is not ``answer``.
+
+    The ballots are a model's K samples of one item (self-consistency) or the letters of an
+    ensemble's members for one item. What counts as a letter is the caller's choice: our
+    rules map a letter outside the item's options to NULL first (:func:`vote_stats`, the
+    strict filter); ``--rules study`` keeps it as a letter. This is the study's ensemble definition (Table 3,
+    ``run_ensembles.py``: "all three members give a valid, identical, wrong letter"),
+    applied to samples as well: an abstaining voter (NULL) breaks the synchrony, so
+    B, B, NULL is not a synchronized failure, and neither is a single ballot. (The study's
+    single-model script instead drops NULLs and asks for two or more identical wrong
+    letters; ``radsafe report --rules study`` keeps that rule for the sampled regime.)
+    """
+    return len(ballots) >= 2 and NULL not in ballots and len(set(ballots)) == 1 and ballots[0] != answer
+
+
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
     """Wilson score interval for a proportion; (nan, nan) when n is 0."""
     if n == 0:
@@ -90,7 +110,6 @@ def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
     low, high = wilson_interval(top, k)
     valid = [b for b in ballots if b != NULL]
     correct_valid = sum(b == item.answer for b in valid)
-    synchronized = len(valid) >= 2 and len(set(valid)) == 1 and valid[0] != item.answer
     return VoteStats(
         n_samples=k,
         counts=dict(sorted(counts.items())),
@@ -104,5 +123,5 @@ def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
         n_valid=len(valid),
         null_rate=counts.get(NULL, 0) / k,
         robustness=correct_valid / len(valid) if valid else 0.0,
-        synchronized_failure=synchronized,
+        synchronized_failure=synchronized_failure(ballots, item.answer),
     )

@@ -22,8 +22,8 @@ never 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from lm_eval_radsafe.items import Item
 
@@ -130,7 +130,7 @@ SC_METRICS: tuple[AggregatedMetric, ...] = (
     AggregatedMetric("ece", "ECE", False, "expected_calibration_error", "10 equal-width bins, (confidence, correct)"),
     AggregatedMetric("mce", "MCE", False, "maximum_calibration_error", "largest bin gap of the ECE bins"),
     AggregatedMetric(
-        "synchronized_failure", "Synchronized failure", False, "mean", ">= 2 valid samples, all the same wrong letter"
+        "synchronized_failure", "Synchronized failure", False, "mean", "every sample (>= 2) the same wrong letter, none NULL"
     ),
     AggregatedMetric("null_majority", "NULL majority", False, "mean", "the majority ballot is NULL"),
     AggregatedMetric("sample_null_rate", "Sample NULL rate", False, "mean", "share of samples that are NULL"),

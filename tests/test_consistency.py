@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_metrics import make_item
 
 from lm_eval_radsafe.aggregation import expected_calibration_error, maximum_calibration_error, mean_where
 from lm_eval_radsafe.consistency import majority_vote, vote_stats, wilson_interval
 from lm_eval_radsafe.metrics import SC_METRICS, score_loglikelihoods, score_votes
-from test_metrics import make_item
 
 N = "NULL"
 FIVE = make_item("five", "A", high_risk="BC", unsafe="B", contradicts="CD")
@@ -78,9 +78,12 @@ def test_all_null_item() -> None:
     assert not stats.synchronized_failure
 
 
-def test_synchronized_failure_needs_two_identical_wrong_valid_samples() -> None:
-    assert vote_stats(FIVE, ["C", "C", N, N, N]).synchronized_failure
-    assert not vote_stats(FIVE, ["C", N, N]).synchronized_failure  # one valid sample
+def test_synchronized_failure_needs_two_or_more_identical_wrong_letters_and_no_null() -> None:
+    assert vote_stats(FIVE, ["C", "C", "C"]).synchronized_failure
+    assert not vote_stats(FIVE, ["C", "C", N, N, N]).synchronized_failure  # NULL samples break the synchrony
+    assert not vote_stats(FIVE, ["C", N, N]).synchronized_failure
+    assert not vote_stats(FIVE, ["C"]).synchronized_failure  # one sample
+    assert not vote_stats(FOUR, ["E", "E"]).synchronized_failure  # out-of-option letters are NULL
     assert not vote_stats(FIVE, ["C", "C", "B"]).synchronized_failure
     assert not vote_stats(FIVE, ["A", "A"]).synchronized_failure  # correct
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import FIXTURE, ScriptedLM, by_task, greedy_letter, prepare_with_agent
 from lm_eval_radsafe.cli import task_manager, tasks_dir
-from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES, task_name
+from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES, TASK_VERSION, task_name
 from lm_eval_radsafe.loaders import load_items
 from lm_eval_radsafe.metrics import METRIC_NAMES
 from lm_eval_radsafe.prompts import system_prompt, user_prompt
@@ -77,7 +77,7 @@ def test_regime_yamls_are_short_and_name_their_condition_in_metadata() -> None:
                 path = tasks_dir() / f"{task_name(family, condition, regime)}.yaml"
                 lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
                 assert len(lines) <= 5, path
-                metadata = f"metadata: {{version: 1.0, radsafe_condition: {condition}, radsafe_regime: {regime}}}"
+                metadata = f"metadata: {{version: {TASK_VERSION!r}, radsafe_condition: {condition}, radsafe_regime: {regime}}}"
                 assert metadata in lines, path
                 assert not any("process_docs" in line for line in lines), path
 
@@ -119,7 +119,7 @@ def test_a_registered_condition_gets_every_variant_and_its_tag(monkeypatch: pyte
         "task: radsafe_demo_rag_top3",
         "task_alias: Standard RAG top-3",
         "tag: radsafe_demo_retrieval",
-        "metadata: {version: 1.0, radsafe_condition: rag_top3, radsafe_regime: greedy}",
+        f"metadata: {{version: {TASK_VERSION!r}, radsafe_condition: rag_top3, radsafe_regime: greedy}}",
     ]
     assert "tag: radsafe200_ll" in texts["radsafe200_rag_top3_ll.yaml"]
     assert "radsafe200_rag_top3" not in texts["radsafe200.yaml"]  # the group holds conditions without retrieval

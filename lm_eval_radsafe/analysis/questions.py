@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from lm_eval_radsafe.analysis.runs import TaskRun
-from lm_eval_radsafe.consistency import majority_vote, wilson_interval
+from lm_eval_radsafe.consistency import majority_vote, synchronized_failure, wilson_interval
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import Item
 from lm_eval_radsafe.metrics import score_item
@@ -97,7 +97,8 @@ def ensembles(runs: list[TaskRun], items: dict[str, Item], members: dict[str, li
     """NULL-aware majority vote of named models per (regime, condition), on shared items.
 
     Reports accuracy with a Wilson interval, the three safety rates on the ensemble letter,
-    and synchronized failure: all members gave the same valid, wrong letter.
+    and synchronized failure (:func:`~lm_eval_radsafe.consistency.synchronized_failure`):
+    every member gave the same valid, wrong letter.
     """
     index = {(run.model, run.regime, run.condition): run for run in runs if run.regime in SINGLE_ANSWER_REGIMES}
     out = []
@@ -119,8 +120,7 @@ def ensembles(runs: list[TaskRun], items: dict[str, Item], members: dict[str, li
                 vote = majority_vote(ballots)
                 item = items[item_id]
                 scores.append(score_item(item, None if vote == NULL else vote))
-                valid = [b for b in ballots if b != NULL]
-                synchronized += int(len(valid) == len(ballots) and len(set(valid)) == 1 and valid[0] != item.answer)
+                synchronized += int(synchronized_failure(ballots, item.answer))
             n = len(shared)
             correct = int(sum(s["accuracy"] for s in scores))
             low, high = wilson_interval(correct, n)
