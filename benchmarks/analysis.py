@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lm_eval_radsafe.aggregation import expected_calibration_error, maximum_calibration_error, mean_where  # noqa: E402
 from lm_eval_radsafe.analysis.runs import REGIME_METRICS, TaskRun  # noqa: E402
 from lm_eval_radsafe.analysis.scaling import ModelCard, scaling_table, variance_decomposition  # noqa: E402
+from lm_eval_radsafe.analysis.stats import DEFAULT_SEED  # noqa: E402
 from lm_eval_radsafe.analysis.summary import analyse, paired_tests, tie_groups  # noqa: E402
 from lm_eval_radsafe.items import Item, Option  # noqa: E402
 from lm_eval_radsafe.metrics import score_item, score_votes  # noqa: E402
@@ -85,7 +86,7 @@ def vectorised(runs: list[TaskRun], cards: dict[str, ModelCard]) -> tuple[float,
     import scipy.stats  # noqa: F401  (imported before timing: a one-off cost, not analysis work)
 
     started = time.perf_counter()
-    analysis = analyse(runs, n_boot=B, seed=42)
+    analysis = analyse(runs, n_boot=B, seed=DEFAULT_SEED)
     tests = paired_tests(analysis)
     tie_groups(analysis.rows)
     scaling_table(analysis.rows, cards)

@@ -2,14 +2,30 @@
 
 lm-eval reports no standard error for these (it only knows its own functions); the
 analysis step computes bootstrap intervals from the samples files instead.
+
+Calibration is binned in one way everywhere: :data:`N_BINS` equal-width bins on [0, 1],
+each ``[lo, hi)`` except the last, which includes 1.0; a confidence below 0 falls in the
+first (:func:`calibration_bin`). The bootstrap's vectorised ECE/MCE
+(:func:`lm_eval_radsafe.analysis.stats.calibration`) uses the same bins and constant; it
+sums in another order (one matrix product for every replicate), so its values can differ
+from these in the last bits, and a parity test holds the two together.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
+import numpy as np
+
+#: calibration bins (ECE/MCE) of every metric, report and study rule
 N_BINS = 10
+
+
+def calibration_bin(confidence: np.ndarray | float, n_bins: int = N_BINS) -> np.ndarray:
+    """The calibration bin of each ``confidence``: ``floor(confidence * n_bins)`` clipped to
+    ``[0, n_bins - 1]`` (bins ``[lo, hi)``, 1.0 in the last, below 0 in the first)."""
+    return np.clip(np.floor(np.asarray(confidence, dtype=float) * n_bins).astype(int), 0, n_bins - 1)
 
 
 def mean_where(items: Iterable[Sequence[float]]) -> float:
@@ -23,17 +39,18 @@ def mean_where(items: Iterable[Sequence[float]]) -> float:
 
 
 def _bins(items: Iterable[Sequence[float]], n_bins: int) -> tuple[int, list[tuple[int, float, float]]]:
-    """(N, [(count, mean confidence, accuracy) for each non-empty bin])."""
+    """(N, [(count, mean confidence, accuracy) for each non-empty bin]); ValueError for a
+    NaN confidence."""
+    pairs = [(float(confidence), float(correct)) for confidence, correct in items]
+    if any(math.isnan(conf) for conf, _ in pairs):
+        raise ValueError("calibration: a confidence is NaN")
+    indices = calibration_bin([conf for conf, _ in pairs], n_bins).tolist() if pairs else []
     sums = [[0, 0.0, 0.0] for _ in range(n_bins)]
-    total = 0
-    for confidence, correct in items:
-        conf = float(confidence)
-        index = min(max(int(math.floor(conf * n_bins)), 0), n_bins - 1)  # [lo, hi); 1.0 in the last
+    for (conf, correct), index in zip(pairs, indices):
         sums[index][0] += 1
         sums[index][1] += conf
-        sums[index][2] += float(correct)
-        total += 1
-    return total, [(n, c / n, a / n) for n, c, a in sums if n]
+        sums[index][2] += correct
+    return len(pairs), [(n, c / n, a / n) for n, c, a in sums if n]
 
 
 def expected_calibration_error(items: Iterable[Sequence[float]], n_bins: int = N_BINS) -> float:

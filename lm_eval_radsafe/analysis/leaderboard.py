@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lm_eval_radsafe.analysis.runs import REGIME_METRICS, TaskRun
+from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
 from lm_eval_radsafe.analysis.summary import analyse
 from lm_eval_radsafe.conditions import task_name
 from lm_eval_radsafe.filters import NULL
@@ -164,7 +165,7 @@ def validate_submission(path: str | Path, data: str) -> list[str]:
     if not runs:
         raise SubmissionError(f"{path}: no entries")
     boot = document.get("bootstrap", {})
-    analysis = analyse(runs, n_boot=int(boot.get("n_boot", 1000)), seed=int(boot.get("seed", 42)))
+    analysis = analyse(runs, n_boot=int(boot.get("n_boot", DEFAULT_B)), seed=int(boot.get("seed", DEFAULT_SEED)))
     recomputed = {(r["model"], r["condition"], r["regime"], r["metric"]): r for r in analysis.rows}
     problems = []
     for entry in document["entries"]:

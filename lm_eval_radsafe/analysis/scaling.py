@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from lm_eval_radsafe.analysis.stats import DEFAULT_CI_LEVEL
+
 
 class ModelCardError(ValueError):
     """A model card file that does not validate (names file, row, field and value)."""
@@ -97,7 +99,7 @@ def _t_quantile(probability: float, df: int) -> float:
     return float(sps.t.ppf(probability, df))
 
 
-def fit_slope(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict[str, float]:
+def fit_slope(x: np.ndarray, y: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> dict[str, float]:
     """OLS of y on x: slope, its t-interval (n - 2 df), intercept, R^2; NaN below 3 points."""
     ok = ~(np.isnan(x) | np.isnan(y))
     x, y = x[ok], y[ok]

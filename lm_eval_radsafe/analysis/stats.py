@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lm_eval_radsafe.aggregation import N_BINS, calibration_bin
 from lm_eval_radsafe.consistency import WILSON_Z, wilson_interval  # noqa: F401  (re-exported)
 
+#: bootstrap defaults of every report, leaderboard and benchmark (the study's B and seed)
 DEFAULT_B = 1000
 DEFAULT_SEED = 42
-N_BINS = 10
+#: level of every interval the report gives (bootstrap percentile intervals, slope intervals)
+DEFAULT_CI_LEVEL = 0.95
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,15 @@ def calibration(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ECE and MCE (each W x R) of (confidence, correct) columns, equal-width bins.
 
-    Bins are [lo, hi) except the last, which includes 1.0; confidence below 0 falls in the
-    first. NaN where a column has no items.
+    The bins of :func:`~lm_eval_radsafe.aggregation.calibration_bin`: [lo, hi) except the
+    last, which includes 1.0; confidence below 0 falls in the first. For one weight row of
+    ones these are :func:`~lm_eval_radsafe.aggregation.expected_calibration_error` and
+    :func:`~lm_eval_radsafe.aggregation.maximum_calibration_error` (up to summation order).
+    NaN where a column has no items.
     """
     conf = np.where(mask, confidence, 0.0)
     corr = np.where(mask, correct, 0.0)
-    bins = np.clip(np.floor(conf * n_bins).astype(int), 0, n_bins - 1)
+    bins = calibration_bin(conf, n_bins)
     total = weights @ mask.astype(float)
     gap_sum = np.zeros_like(total)
     worst = np.full_like(total, -np.inf)
@@ -96,7 +102,7 @@ def calibration(
     return ece, mce
 
 
-def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def percentile_ci(replicates: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of each column over axis 0; NaN replicates are ignored (an
     all-NaN column gives NaN)."""
     tail = (1 - level) / 2 * 100

@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lm_eval_radsafe.aggregation import N_BINS
 from lm_eval_radsafe.analysis.runs import REGIME_METRICS, RunError, TaskRun, _samples_rows
 from lm_eval_radsafe.analysis.stats import (
     benjamini_hochberg,
@@ -214,7 +215,7 @@ def study_single_values(item: Item, letter: str) -> dict[str, float]:
     return score_item(item, chosen)
 
 
-def study_calibration(pairs: Iterable[Sequence[float]], n_bins: int = 10) -> tuple[float, float]:
+def study_calibration(pairs: Iterable[Sequence[float]], n_bins: int = N_BINS) -> tuple[float, float]:
     """(ECE, MCE) as ``run_confidence.compute_ece``: equal-width bins ``[lo, hi)`` with
     ``lo = i / n_bins``, the last bin also holding 1.0; N counts every pair, including a
     confidence that falls in no bin (below 0). (NaN, NaN) for no pairs; MCE is 0.0 when no
