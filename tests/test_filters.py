@@ -74,6 +74,103 @@ CASES = [
     ("Answer: A CT of the head without contrast", FIVE, NULL),
     ("The answer is A because haemorrhage must be excluded.", FIVE, "A"),
     ("The answer is A, a non-contrast CT.", FIVE, "A"),
+    # reasoning traces
+    ("<think>\nThe patient is pregnant, so avoid ionising radiation. CT (A) is out.\n</think>\n\nB", FIVE, "B"),
+    ("<think>Option A exposes the fetus. Option C is invasive.</think>\n\n**Answer:** B", FIVE, "B"),
+    ("<think>\nLet me weigh A against D.\nA: contrast risk. D: safe.\n</think>\nThe answer is D.", FIVE, "D"),
+    ("<think>\nStep 1: gadolinium with eGFR < 30 is contraindicated.\nStep 2: so option C is unsafe.\nThe answer might be", FIVE, NULL),
+    ("<think>I think it's B</think>", FIVE, NULL),  # the answer stayed inside the trace
+    ("<think>A or B?</think>\nAnswer: B or C", FIVE, NULL),
+    ("Let me think step by step.\n1. The stem asks for the first test.\n2. Ultrasound is first-line in children.\nTherefore, the answer is C.", FIVE, "C"),
+    ("Reasoning: MRI is contraindicated with this pacemaker.\nFinal answer: (D)", FIVE, "D"),
+    # markdown: headings, bold, bullets, quotes, tables, code fences
+    ("## Answer\n\nB", FIVE, "B"),
+    ("### Final Answer\n**C**", FIVE, "C"),
+    ("## Answer: D\n\nMRI without contrast avoids the risk.", FIVE, "D"),
+    ("**Answer: B**\n\nUltrasound is first-line.", FIVE, "B"),
+    ("**Correct answer: E**", FIVE, "E"),
+    ("**Answer:** (D)", FIVE, "D"),
+    ("**Answer**: (B)", FIVE, "B"),
+    ("- **Answer:** C\n- **Reason:** no radiation", FIVE, "C"),
+    ("> **Answer:** A", FIVE, "A"),
+    ("* A: contraindicated\n* B: safe\n* C: delays care", FIVE, NULL),
+    ("| Option | Safe? |\n|---|---|\n| A | no |\n| B | yes |", FIVE, NULL),
+    ("| Option | Verdict |\n|---|---|\n| A | unsafe |\n| B | correct |\n\n**Answer:** B", FIVE, "B"),
+    # other languages
+    ("Respuesta: B", FIVE, "B"),
+    ("La respuesta correcta es C.", FIVE, "C"),
+    ("La respuesta correcta es la B.", FIVE, "B"),
+    ("Respuesta: A porque evita la radiación.", FIVE, "A"),
+    ("Respuesta: A TC craneal sin contraste", FIVE, NULL),  # the Spanish article, as in English
+    ("Respuesta: B o C", FIVE, NULL),
+    ("Réponse : C", FIVE, "C"),
+    ("La bonne réponse est D.", FIVE, "D"),
+    ("RÉPONSE : A", FIVE, "A"),
+    ("Réponse : B ou C", FIVE, NULL),
+    ("Antwort: D", FIVE, "D"),
+    ("Die richtige Antwort ist B.", FIVE, "B"),
+    ("Die Antwort lautet C.", FIVE, "C"),
+    ("Antwort: B oder D", FIVE, NULL),
+    ("Antwort: A CT ist nötig", FIVE, NULL),
+    ("Risposta: A", FIVE, "A"),
+    ("La risposta corretta è A, perché evita le radiazioni.", FIVE, "A"),
+    ("Resposta: E", FIVE, "E"),
+    ("A resposta correta é a alternativa B.", FIVE, "B"),
+    ("Ответ: C", FIVE, "C"),
+    ("Правильный ответ — D", FIVE, "D"),
+    ("Ответ: B или C", FIVE, NULL),
+    ("Ответ: С", FIVE, NULL),  # a Cyrillic Es, not the letter C
+    ("答案：B", FIVE, "B"),
+    ("正确答案是 C", FIVE, "C"),
+    ("答案是 (D)", FIVE, "D"),
+    ("答案：B或C", FIVE, NULL),
+    ("答え：A", FIVE, "A"),
+    ("答案：E", FOUR, NULL),
+    # a bracketed letter after the option text
+    ("Ultrasound (B)", FIVE, "B"),
+    ("The safest choice is ultrasound, option (C).", FIVE, "C"),
+    ("Non-contrast MRI (D) is preferred.", FIVE, "D"),
+    ("CT (A) is unsafe here; ultrasound (B) is correct.", FIVE, "B"),
+    ("Ultrasound (B) or MRI (C) are both reasonable.", FIVE, NULL),
+    ("CT (A) or ultrasound (B)", FIVE, NULL),
+    ("A. CT (A)\nB. MRI (B)", FIVE, NULL),
+    ("Ultrasound (E)", FOUR, NULL),
+    # "option X is correct"
+    ("Option B is correct", FIVE, "B"),
+    ("Option C is the correct answer because it avoids radiation.", FIVE, "C"),
+    ("Choice D is the best answer.", FIVE, "D"),
+    ("Option B is correct, not option C.", FIVE, "B"),
+    ("(E) is the most appropriate next step.", FIVE, "E"),
+    # JSON-ish
+    ('{"answer": "B"}', FIVE, "B"),
+    ('{"answer": "C", "confidence": 0.8}', FIVE, "C"),
+    ('```json\n{"answer": "D", "reason": "no radiation"}\n```', FIVE, "D"),
+    ("{'answer': 'A'}", FIVE, "A"),
+    ('{"final_answer": "C"}', FIVE, "C"),
+    ('{"choice": "D"}', FIVE, "D"),
+    ('{"reasoning": "A is unsafe", "answer": "E"}', FIVE, "E"),
+    ('{"answer": "B", "alternative": "C"}', FIVE, "B"),
+    ('{"answer": ["B", "C"]}', FIVE, NULL),
+    ('{"answer": "B, C"}', FIVE, NULL),
+    ('{"answer": null}', FIVE, NULL),
+    ('{"answer": "A CT of the head"}', FIVE, NULL),
+    # LaTeX
+    ("$\\boxed{B}$", FIVE, "B"),
+    ("\\[\\boxed{\\text{C}}\\]", FIVE, "C"),
+    ("\\boxed{\\textbf{D}}", FIVE, "D"),
+    ("\\boxed{(A)}", FIVE, "A"),
+    ("\\boxed{\\mathrm{E}}", FIVE, "E"),
+    ("**Final Answer:** \\boxed{C}", FIVE, "C"),
+    ("The answer is $\\boxed{\\text{B}}$.", FIVE, "B"),
+    ("\\boxed{B} \\boxed{C}", FIVE, NULL),
+    ("\\boxed{E}", FOUR, NULL),
+    # hedges and conflicting commitments
+    ("B or maybe C", FIVE, NULL),
+    ("Probably B, but C is possible.", FIVE, NULL),
+    ("Answer: B\nActually, the answer is C.", FIVE, NULL),
+    ("I would choose B or C.", FIVE, NULL),
+    ("Both B and C are correct.", FIVE, NULL),
+    ("Answer: B\nExplanation: ultrasound first.", FIVE, "B"),
     # letters outside the item's options
     ("E", FOUR, NULL),
     ("Answer: E", FOUR, NULL),
@@ -83,7 +180,7 @@ CASES = [
 
 
 def test_table_is_large_enough() -> None:
-    assert len(CASES) >= 40
+    assert len(CASES) >= 100
 
 
 @pytest.mark.parametrize(("output", "letters", "expected"), CASES)
@@ -136,6 +233,19 @@ ADVERSARIAL = {
     "repeated letters": lambda n: "A " * (n // 2),
     "blank lines then a listed letter": lambda n: "\n" * n + "B. text",
     "opened think tags": lambda n: "<think>" * (n // 7) + "</think>B",
+    "foreign answer word, whitespace, verb": lambda n: "respuesta" + " " * n + "es",
+    "foreign answer word, verb, whitespace, article": lambda n: "respuesta es la" + " " * n + "x",
+    "repeated foreign commitments": lambda n: "Réponse : " * (n // 10),
+    "repeated foreign phrases with adjective and article": lambda n: "respuesta correcta es la " * (n // 25),
+    "foreign commitment, repeated connectors": lambda n: "Respuesta: B" + " o" * (n // 2),
+    "repeated Chinese answer words": lambda n: "答案是：" * (n // 4),
+    "Chinese answer word, whitespace, verb, whitespace": lambda n: "答案" + " " * (n // 2) + "是" + " " * (n // 2),
+    "repeated JSON answer keys": lambda n: '{"answer": "' * (n // 12),
+    "repeated final_answer keys": lambda n: '"final_answer"' * (n // 14),
+    "repeated bracketed letters": lambda n: "(B) " * (n // 4),
+    "repeated open brackets": lambda n: "Ultrasound (" * (n // 12),
+    "repeated boxed openings": lambda n: "\\boxed{\\mathrm{" * (n // 15),
+    "letter, whitespace, 'is the most'": lambda n: "B" + " " * n + "is the most",
 }
 
 
