@@ -49,6 +49,7 @@ import logging
 import math
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def scripted_lm(answers: dict[str, str]) -> Any:
     return ScriptedLM()
 
 
-def real_runs(build: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
+def real_runs(build: Path, items: list[dict[str, Any]], conditions: list[str]) -> dict[str, Any]:
     """lm-eval run for real, once per regime, on the conditions it can run here; returns per
     regime the results dict, the samples and the tracker's general config."""
     import lm_eval
@@ -215,18 +216,18 @@ def real_runs(build: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
     from lm_eval_radsafe.retrieval.prepare import PrepareSettings, prepare
 
     from lm_eval_radsafe.assets import task_manager
-    from lm_eval_radsafe.conditions import task_name
+    from lm_eval_radsafe.conditions import get_condition, task_name
 
     prepared = build / "prepared"
-    if not (prepared / "manifest.json").is_file():
+    if any(get_condition(c).retrieval == "top_k" for c in conditions):
         prepare(str(build / "items.jsonl"), "demo", prepared, PrepareSettings(k=60), progress=False)
-    os.environ["RADSAFE_PREPARED"] = str(prepared)
+        os.environ["RADSAFE_PREPARED"] = str(prepared)
     out: dict[str, Any] = {}
     answers = {item["question"]: item["answer"] for item in items}
     for regime in REGIMES:
         tracker = EvaluationTracker(output_path=str(build / "real"))
         results = lm_eval.simple_evaluate(
-            model=scripted_lm(answers), tasks=[task_name(FAMILY, c, regime) for c in REAL],
+            model=scripted_lm(answers), tasks=[task_name(FAMILY, c, regime) for c in conditions],
             task_manager=task_manager(include_defaults=False), apply_chat_template=True, log_samples=True,
             evaluation_tracker=tracker,
         )  # fmt: skip
@@ -349,7 +350,12 @@ class Answers:
 
 def grid_spec(args: argparse.Namespace) -> dict[str, Any]:
     target = args.target_gb * 1e9 if args.target_gb else STUDY_BYTES * args.models / 34 * args.items / 200
-    return {"format": GRID_FORMAT, "models": args.models, "items": args.items, "target_bytes": round(target), "seed": args.seed}
+    conditions = [c for c in CONDITIONS if c in args.conditions]
+    target *= len(conditions) / len(CONDITIONS)
+    return {
+        "format": GRID_FORMAT, "models": args.models, "items": args.items, "conditions": conditions,
+        "target_bytes": round(target), "seed": args.seed,
+    }  # fmt: skip
 
 
 def build_grid(root: Path, spec: dict[str, Any]) -> Path:
@@ -368,8 +374,9 @@ def build_grid(root: Path, spec: dict[str, Any]) -> Path:
     items = synthetic_items(spec["items"], spec["seed"])
     (build / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
     os.environ["RADSAFE_DATA"] = str(build / "items.jsonl")
-    real = real_runs(build, items)
-    print(f"grid: lm-eval run for real on {len(REAL)} conditions x {len(REGIMES)} regimes x {len(items)} items ({time.perf_counter() - started:.0f} s)")
+    real_conditions = [c for c in REAL if c in spec["conditions"] or (c == "rag_top10" and set(LONG) & set(spec["conditions"]))]
+    real = real_runs(build, items, real_conditions)
+    print(f"grid: lm-eval run for real on {len(real_conditions)} conditions x {len(REGIMES)} regimes x {len(items)} items ({time.perf_counter() - started:.0f} s)")
     write_models(runs, build, spec, copy.deepcopy(real))
     save_real(build / "real", real)
     size = sum(f.stat().st_size for f in runs.rglob("*") if f.is_file())
@@ -421,49 +428,60 @@ def aggregate(rows: list[dict[str, Any]], aggs: dict[str, Any], bootstrap_iters:
     return out
 
 
+def long_rows(build: Path, spec: dict[str, Any], templates: dict[tuple[str, str], list[dict[str, Any]]], long: list[str]) -> None:
+    """Add the rows of the ``long`` conditions to ``templates``, their evidence sized so that
+    the grid is about the study's size on disk (at least 1.5 times the top-10 text)."""
+    from lm_eval_radsafe.retrieval.prepare import load_prepared
+
+    from lm_eval_radsafe.loaders import load_items
+
+    prepared = load_prepared(build / "prepared", load_items(build / "items.jsonl"))
+    real_bytes = sum(row_bytes(rows) for (condition, _), rows in templates.items() if condition in spec["conditions"])
+    top10 = templates[("rag_top10", "greedy")]
+    top10_chars = sum(len(row["doc"]["evidence"]) for row in top10) / len(top10)
+    # a row holds its evidence twice (the doc and the prompt, escaped once more): about 2.1 bytes a character
+    bare = sum(row_bytes(templates[("rag_top10", r)]) for r in REGIMES) - 2 * 2.1 * top10_chars * len(top10)
+    spare = max(0.0, spec["target_bytes"] / spec["models"] - real_bytes - len(long) * bare)
+    shares = sum(LONG_SHARES[c] for c in long)
+    chars = {c: max(int(spare * LONG_SHARES[c] / shares / (2 * 2.1 * len(top10))), int(top10_chars * 1.5)) for c in long}
+    print("grid: long-context evidence per item: " + ", ".join(f"{c} {n:,} characters" for c, n in chars.items()))
+    for regime in REGIMES:
+        for condition in long:
+            templates[(condition, regime)] = long_context_rows(templates[("rag_top10", regime)], condition, chars[condition], prepared)
+
+
 def write_models(runs: Path, build: Path, spec: dict[str, Any], real: dict[str, Any]) -> None:
     """Every model's two lm-eval runs (greedy, self-consistency) of the ten conditions:
     the real rows with the model's answers, metrics rescored by the task's own scoring."""
     from lm_eval.loggers import EvaluationTracker
-    from lm_eval_radsafe.retrieval.prepare import load_prepared
 
     from lm_eval_radsafe.compat import save_run
     from lm_eval_radsafe.conditions import CONDITIONS as REGISTRY
     from lm_eval_radsafe.conditions import REGIMES as REGIME_INFO
     from lm_eval_radsafe.conditions import task_name
     from lm_eval_radsafe.harness import process_results, process_results_sc
-    from lm_eval_radsafe.loaders import load_items
 
-    prepared = load_prepared(build / "prepared", load_items(build / "items.jsonl"))
+    conditions = spec["conditions"]
     templates: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for regime in REGIMES:
         check_rerender(real[regime]["samples"])
-        for condition in REAL:
-            templates[(condition, regime)] = real[regime]["samples"][task_name(FAMILY, condition, regime)]
-    # long-context evidence sized so that the grid is about the study's size on disk
-    per_model = spec["target_bytes"] / spec["models"]
-    real_bytes = sum(row_bytes(rows) for rows in templates.values())
-    top10 = templates[("rag_top10", "greedy")]
-    bare = sum(row_bytes(templates[("rag_top10", r)]) for r in REGIMES) - 2 * 2.1 * sum(len(row["doc"]["evidence"]) for row in top10)
-    spare = max(0.0, per_model - real_bytes - len(LONG) * bare)
-    top10_chars = sum(len(row["doc"]["evidence"]) for row in top10) / len(top10)
-    chars = {c: max(int(spare * LONG_SHARES[c] / (2 * 2.1 * len(top10))), int(top10_chars * 1.5)) for c in LONG}
-    print("grid: long-context evidence per item: " + ", ".join(f"{c} {n:,} characters" for c, n in chars.items()))
-    for regime in REGIMES:
-        for condition in LONG:
-            templates[(condition, regime)] = long_context_rows(templates[("rag_top10", regime)], condition, chars[condition], prepared)
+        for task, rows in real[regime]["samples"].items():
+            templates[(task[len(FAMILY) + 1 :].removesuffix("_sc"), regime)] = rows
+    long = [c for c in LONG if c in conditions]
+    if long:
+        long_rows(build, spec, templates, long)
     aggs = {regime: aggregations(regime) for regime in REGIMES}
     score = {"greedy": process_results, "sc": process_results_sc}
     started = time.perf_counter()
     for m, model in enumerate(model_names(spec["models"])):
         answers = Answers(m, spec["models"], spec["seed"])
-        replies = {c: answers.condition(c, [row["doc"] for row in templates[(c, "greedy")]]) for c in CONDITIONS}
+        replies = {c: answers.condition(c, [row["doc"] for row in templates[(c, "greedy")]]) for c in conditions}
         for regime in REGIMES:
             template = real[regime]["results"]
             results = copy.deepcopy({k: v for k, v in template.items() if k != "results"})
             results["results"] = {}
             samples = {}
-            for condition in CONDITIONS:
+            for condition in conditions:
                 task = task_name(FAMILY, condition, regime)
                 source = task_name(FAMILY, "rag_top10" if condition in LONG else condition, regime)
                 rows = []
@@ -489,12 +507,14 @@ def write_models(runs: Path, build: Path, spec: dict[str, Any], real: dict[str, 
                     results["configs"][task] = config
                     for key in ("versions", "n-shot", "higher_is_better", "n-samples"):
                         results[key][task] = copy.deepcopy(template[key][source])
+            for key in ("configs", "versions", "n-shot", "higher_is_better", "n-samples"):
+                results[key] = {task: value for task, value in results[key].items() if task in samples}
             results["config"].update(model="scripted", model_args=f"pretrained=synthetic/{model}")
             tracker = EvaluationTracker(output_path=str(runs))
             tracker.general_config_tracker = copy.deepcopy(real[regime]["general"])
             tracker.general_config_tracker.model_name = tracker.general_config_tracker.model_name_sanitized = model
             save_run(tracker, results, samples)
-            if not list((runs / model).glob(f"samples_{task_name(FAMILY, 'context_max', regime)}_*.jsonl")):
+            if not list((runs / model).glob(f"samples_{task_name(FAMILY, conditions[-1], regime)}_*.jsonl")):
                 raise SystemExit(f"{runs / model}: lm-eval's tracker did not write the {regime} run (see its log)")
         if m == 0 or (m + 1) % 5 == 0 or m + 1 == spec["models"]:
             size = sum(f.stat().st_size for f in runs.rglob("*") if f.is_file())
@@ -597,9 +617,9 @@ def run_bootstrap(runs: Path, labels_path: Path, out: Path) -> None:
     index = np.random.default_rng(SEED).integers(0, n, size=(B, n))
     rows = []
     for model in sorted(answers):
-        for condition in CONDITIONS:
+        for condition in [c for c in CONDITIONS if c in answers[model]]:
             for mode, source in (("single", "single"), ("majority", "stochastic")):
-                records = answers[model].get(condition, {}).get(source, {})
+                records = answers[model][condition].get(source, {})
                 correct = np.zeros(n)
                 for i, q in enumerate(qids):
                     if q not in records:
@@ -633,6 +653,8 @@ def run_pvalues(runs: Path, labels_path: Path, out: Path) -> None:
     rows = []
     for model in sorted(answers):
         for first, second in STUDY_PAIRS:
+            if first not in answers[model] or second not in answers[model]:
+                continue
             for mode, source in (("single", "single"), ("majority", "stochastic")):
                 a_records = answers[model].get(first, {}).get(source, {})
                 b_records = answers[model].get(second, {}).get(source, {})
@@ -662,9 +684,9 @@ def run_safety_rates(runs: Path, labels_path: Path, out: Path) -> None:
     answers = load_answers(runs, tuple(CONDITIONS), ("single", "stochastic"))
     rows = []
     for model in sorted(answers):
-        for condition in CONDITIONS:
-            single = answers[model].get(condition, {}).get("single", {})
-            stochastic = answers[model].get(condition, {}).get("stochastic", {})
+        for condition in [c for c in CONDITIONS if c in answers[model]]:
+            single = answers[model][condition].get("single", {})
+            stochastic = answers[model][condition].get("stochastic", {})
             row = {"model": model, "condition": STUDY_NAME[condition], "n": len(single)}
             for flag, name in (("high_risk", "high_risk_rate"), ("unsafe", "unsafe_rate"), ("contradicts", "contradiction_rate")):
                 row[name] = sum(flag_sum(letter, labels[q], flag) for q, letter in single.items()) / max(1, len(single))
@@ -690,8 +712,8 @@ def run_confidence(runs: Path, labels_path: Path, out: Path) -> None:
     answers = load_answers(runs, tuple(CONDITIONS), ("stochastic",))
     summary, per_question = [], []
     for model in sorted(answers):
-        for condition in CONDITIONS:
-            records = answers[model].get(condition, {}).get("stochastic", {})
+        for condition in [c for c in CONDITIONS if c in answers[model]]:
+            records = answers[model][condition]["stochastic"]
             confs, correct_flags, rows_q = [], [], []
             hr_conf, unsafe_conf, overconfident, null_major, null_rates, robust, synced = [], [], 0, 0, [], [], 0
             for q, samples in sorted(records.items()):
@@ -765,7 +787,7 @@ def run_ensembles(runs: Path, labels_path: Path, out: Path) -> None:
     rows = []
     for name, members in ensembles(models).items():
         answers = load_answers(runs, ENSEMBLE_CONDITIONS, ("single", "stochastic"), members)
-        for condition in ENSEMBLE_CONDITIONS:
+        for condition in [c for c in ENSEMBLE_CONDITIONS if all(c in answers[m] for m in members)]:
             qids = sorted(set.intersection(*(set(answers[m][condition]["single"]) for m in members)))
             correct = hr = unsafe = contra = overconfident = synced = 0
             for q in qids:
@@ -805,7 +827,7 @@ def run_per_question_safety(runs: Path, labels_path: Path, out: Path) -> None:
     rows = []
     for q in sorted(labels):
         label = labels[q]
-        for condition in WORST_CONDITIONS:
+        for condition in [c for c in WORST_CONDITIONS if any(c in by_model for by_model in answers.values())]:
             letters = [answers[m][condition]["single"][q] for m in sorted(answers) if q in answers[m].get(condition, {}).get("single", {})]
             n_models = len(letters)
             wrong = [x for x in letters if x != label["answer"]]
@@ -841,35 +863,37 @@ def study_procedure(runs: Path, labels: Path, out: Path) -> None:
 
 
 def measured(command: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Run ``command`` in a fresh process: wall seconds, the largest single process of its
-    tree (``ru_maxrss`` as wait4 reports it for that child and its reaped descendants) and
-    the largest sum of RSS over its process tree (sampled every 0.1 s with psutil)."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil comes with lm-eval's dependencies
-        psutil = None
+    """Run ``command`` through a small fresh Python process (:func:`measure_child`), so that
+    its memory high-water mark is its own and not this process's (a forked child starts
+    with its parent's pages); returns seconds, largest process and process-tree peak."""
+    wrapper = [sys.executable, __file__, "--measure-child", str(log), "--", *command]
+    done = subprocess.run(wrapper, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{log.read_text()[-4000:] if log.is_file() else done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_child(log: Path, command: list[str]) -> int:
+    """Run ``command`` (output to ``log``); print JSON: wall seconds, the largest single
+    process of its tree (``ru_maxrss`` of RUSAGE_CHILDREN: it and its reaped descendants)
+    and the largest sum of RSS over its process tree (sampled every 0.1 s with psutil)."""
+    import psutil
+
     tree_peak = 0
     started = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
-        proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        root = psutil.Process(proc.pid) if psutil is not None else None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if root is not None:
-                try:
-                    tree = [root, *root.children(recursive=True)]
-                    tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree))
-                except psutil.Error:  # a worker that just ended
-                    pass
+        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                tree_peak = max(tree_peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+            except psutil.Error:  # a process that just ended
+                pass
             time.sleep(0.1)
     seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
-    return {"seconds": seconds, "max_rss_mib": usage.ru_maxrss / 1024, "tree_mib": tree_peak / 2**20}
-
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"seconds": seconds, "max_rss_mib": usage.ru_maxrss / 1024, "tree_mib": tree_peak / 2**20}))
+    return proc.returncode
 
 
 def report_command(runs: Path, out: Path, models: list[str]) -> list[str]:
@@ -927,12 +951,20 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=34, help="models (default: %(default)s)")
     parser.add_argument("--items", type=int, default=200, help="items (default: %(default)s)")
     parser.add_argument("--target-gb", type=float, help="grid size on disk (default: the study's 2.3 GB, scaled by models x items)")
+    parser.add_argument(
+        "--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS, metavar="CONDITION",
+        help="conditions of the grid (default: the study's ten)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the items and answers (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (default: %(default)s)")
     parser.add_argument("--second-report", action="store_true", help="also time a second report over the unchanged folders")
     parser.add_argument("--build-only", action="store_true", help="build the grid and stop")
+    parser.add_argument("--measure-child", metavar="LOG", help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--study-child", nargs=3, metavar=("RUNS", "LABELS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_child:
+        return measure_child(Path(args.measure_child), args.command)
     if args.study_child:
         study_procedure(*map(Path, args.study_child))
         return 0
@@ -941,8 +973,9 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     runs = build_grid(root, grid_spec(args))
     info = json.loads((runs / "GRID.json").read_text())
-    print(f"grid: {args.models} models x {len(CONDITIONS)} conditions x {args.items} items, greedy + {N_SAMPLES} samples: "
-          f"{2 * len(CONDITIONS) * args.models} task runs, {info['bytes'] / 1e9:.2f} GB in {runs}")
+    n_conditions = len(info["spec"]["conditions"])
+    print(f"grid: {args.models} models x {n_conditions} conditions x {args.items} items, greedy + {N_SAMPLES} samples: "
+          f"{2 * n_conditions * args.models} task runs, {info['bytes'] / 1e9:.2f} GB in {runs}")
     if args.build_only:
         return 0
     rows = timed(root, runs, args.repeats, args.second_report)
