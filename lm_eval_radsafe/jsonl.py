@@ -1,10 +1,20 @@
-"""One JSON-lines reader for every file format of the project (items, samples, corpora)."""
+"""One JSON-lines reader for every file format of the project (items, samples, corpora,
+prepared folders, agent reports).
+
+:func:`read_jsonl` gives (line number, object) pairs. Readers that need the raw bytes of a
+line (the typed fast path of the samples reader) or its completeness (the agent's reports,
+whose last line may be cut off by a killed run) take :func:`jsonl_lines` and parse each
+line with :meth:`JsonlLine.record`, so every reader refuses the same lines with the same
+message naming file and line.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lm_eval_radsafe.text_rules import NotUtf8Error, decode_utf8
 
@@ -12,32 +22,71 @@ from lm_eval_radsafe.text_rules import NotUtf8Error, decode_utf8
 class JsonlError(ValueError):
     """A line that is not a JSON object, or not UTF-8; the message names file and line."""
 
-    def __init__(self, path: Path, number: int, reason: str, message: str | None = None) -> None:
+    def __init__(self, path: Path | str, number: int, reason: str, message: str | None = None) -> None:
         self.path, self.number, self.reason = path, number, reason
         super().__init__(message or f"{path}, line {number}: {reason}")
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; :class:`JsonlError` on a bad line.
+class JsonlNotUtf8Error(JsonlError):
+    """A line that is not UTF-8; ``reason`` is the message of
+    :func:`~lm_eval_radsafe.text_rules.decode_utf8` (line, byte offset, likely encoding)."""
 
-    The file is UTF-8, with or without a byte-order mark; other bytes are a
-    :class:`JsonlError` with the message of :func:`~lm_eval_radsafe.text_rules.decode_utf8`
-    (file, line, byte offset, likely encoding).
-    """
+
+@dataclass(frozen=True)
+class JsonlLine:
+    """One line of a JSON-lines file as read: its bytes (with the newline, if any), its
+    number (from 1) and the byte offset where it starts."""
+
+    path: Path | str
+    number: int
+    offset: int
+    raw: bytes
+
+    @property
+    def complete(self) -> bool:
+        """False only for a last line that does not end with a newline."""
+        return self.raw.endswith(b"\n")
+
+    def record(self) -> dict[str, Any] | None:
+        """The line's JSON object; None for a blank line.
+
+        Raises :class:`JsonlNotUtf8Error` for bytes that are not UTF-8 (a byte-order mark
+        at the start of the file is dropped) and :class:`JsonlError` for anything that is
+        not one JSON object.
+        """
+        try:
+            text = decode_utf8(self.raw, self.path, offset=self.offset, line=self.number)
+        except NotUtf8Error as exc:
+            raise JsonlNotUtf8Error(self.path, self.number, exc.problem, message=str(exc)) from None
+        if not text.strip():
+            return None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise JsonlError(self.path, self.number, f"not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        if not isinstance(record, dict):
+            raise JsonlError(self.path, self.number, f"expected a JSON object, got {type(record).__name__}")
+        return record
+
+
+def jsonl_lines(path: Path | str) -> Iterator[JsonlLine]:
+    """Every line of ``path`` (blank ones included), unparsed, in file order."""
     offset = 0
     with Path(path).open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                line = decode_utf8(raw, path, offset=offset, line=number)
-            except NotUtf8Error as exc:
-                raise JsonlError(path, number, exc.problem, message=str(exc)) from None
+            yield JsonlLine(path, number, offset, raw)
             offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JsonlError(path, number, f"not valid JSON ({exc.msg}, column {exc.colno})") from exc
-            if not isinstance(record, dict):
-                raise JsonlError(path, number, f"expected a JSON object, got {type(record).__name__}")
-            yield number, record
+
+
+def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; :class:`JsonlError` on a bad line.
+
+    The file is UTF-8, with or without a byte-order mark; other bytes are a
+    :class:`JsonlNotUtf8Error` with the message of
+    :func:`~lm_eval_radsafe.text_rules.decode_utf8` (file, line, byte offset, likely
+    encoding).
+    """
+    for line in jsonl_lines(path):
+        record = line.record()
+        if record is not None:
+            yield line.number, record

@@ -34,11 +34,11 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from lm_eval_radsafe.assets import demo_items_path as demo_path
 from lm_eval_radsafe.items import (
     CANONICAL_KEYS,
     FLAG_NAMES,
@@ -49,6 +49,7 @@ from lm_eval_radsafe.items import (
     Option,
     fingerprint,
 )
+from lm_eval_radsafe.jsonl import JsonlError, JsonlNotUtf8Error, read_jsonl
 from lm_eval_radsafe.text_rules import NotUtf8Error, control_character, decode_utf8, guess_encoding
 
 logger = logging.getLogger(__name__)
@@ -140,11 +141,6 @@ class LoadedItems:
     def labelled(self) -> bool:
         """True when every item carries option labels (flag-derived metrics are defined)."""
         return all(item.labelled for item in self.items)
-
-
-def demo_path() -> Path:
-    """Path of the bundled demo set (written for this project; not RadSaFE-200)."""
-    return Path(str(resources.files("lm_eval_radsafe") / "data" / "demo" / "radsafe_demo.jsonl"))
 
 
 def load_items(source: str | Path, allow_unlabelled: bool = False) -> LoadedItems:
@@ -244,20 +240,14 @@ def read_text(path: Path) -> str:
 
 
 def _jsonl_rows(path: Path) -> list[Row]:
-    # parsed here rather than with jsonl.read_jsonl so that a byte-order mark and a
-    # non-UTF-8 file get the messages of read_text
-    rows = []
-    for number, line in enumerate(read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(str(path), [f"line {number}: not valid JSON ({exc.msg}, column {exc.colno})"]) from None
-        if not isinstance(record, dict):
-            raise DatasetError(str(path), [f"line {number}: expected a JSON object, got {type(record).__name__}"])
-        rows.append((f"line {number}", record))
-    return rows
+    """The rows of a JSON-lines file (:func:`~lm_eval_radsafe.jsonl.read_jsonl`), a bad line
+    a :class:`DatasetError` naming it (a non-UTF-8 one with the message of :func:`read_text`)."""
+    try:
+        return [(f"line {number}", record) for number, record in read_jsonl(path)]
+    except JsonlNotUtf8Error as exc:
+        raise DatasetError(str(path), [exc.reason]) from None
+    except JsonlError as exc:
+        raise DatasetError(str(path), [f"line {exc.number}: {exc.reason}"]) from None
 
 
 def _json_rows(path: Path) -> list[Row]:

@@ -8,17 +8,17 @@ repeats the answer instruction, because some chat templates drop the system role
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Iterable, Mapping
 
 import jinja2
 
+from lm_eval_radsafe.assets import templates_dir
 from lm_eval_radsafe.conditions import Condition, get_condition
 
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    folder = str(resources.files("lm_eval_radsafe") / "templates")
+    folder = str(templates_dir())
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,

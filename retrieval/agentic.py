@@ -46,6 +46,7 @@ from lm_eval_radsafe.endpoint import (
     post,
 )
 from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.jsonl import JsonlError, jsonl_lines
 from lm_eval_radsafe.redaction import redact_url
 
 PLANNER_SYSTEM = (
@@ -450,21 +451,20 @@ def agent_identity(client: ChatClient, settings: AgentSettings) -> dict[str, Any
 def read_reports(path: Path) -> list[dict[str, Any]]:
     """The records of a reports file. A last line cut off mid-write (a run that was killed)
     is dropped with a warning, so its item is built again; any other bad line is an error."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for line in jsonl_lines(path):
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            record = line.record()
+            if record is None:
+                continue
+            if not isinstance(record.get("id"), str):
                 raise ValueError("not a report record")
-        except ValueError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                logger.warning("%s, line %d: incomplete last record (an interrupted run); it will be rebuilt", path, number)
+        except ValueError as exc:  # JsonlError included
+            if not line.complete:
+                logger.warning("%s, line %d: incomplete last record (an interrupted run); it will be rebuilt", path, line.number)
                 break
-            raise ReportsError(f"{path}, line {number}: not a report record ({exc})") from exc
+            reason = exc.reason if isinstance(exc, JsonlError) else str(exc)
+            raise ReportsError(f"{path}, line {line.number}: not a report record ({reason})") from exc
         records.append(record)
     return records
 
@@ -575,7 +575,7 @@ def make_client(spec: str, base_url: str | None = None, gguf_file: str | None = 
     ``hf:<folder or hub id>`` (with ``gguf_file`` for a GGUF), or ``openai:<served name>``
     (with ``base_url`` or ``$RADSAFE_AGENT_BASE_URL``)."""
     if spec == "smollm2":
-        from lm_eval_radsafe.demo import bundled_model
+        from lm_eval_radsafe.assets import bundled_model
 
         folder, name = bundled_model()
         return HFChatClient(str(folder), name)

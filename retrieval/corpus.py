@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
+from lm_eval_radsafe.assets import demo_corpus_path
 from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
 from lm_eval_radsafe.text_rules import NotUtf8Error, control_character, decode_utf8, first_control
 
@@ -38,11 +38,6 @@ class Passage:
     def full_text(self) -> str:
         """``title + "\\n\\n" + text`` (the study's chunking input)."""
         return f"{self.title}\n\n{self.text}" if self.title else self.text
-
-
-def demo_corpus_path() -> Path:
-    """The bundled demo corpus (written for this project; not Radiopaedia)."""
-    return Path(str(resources.files("lm_eval_radsafe") / "data" / "demo_corpus" / "radsafe_demo_corpus.jsonl"))
 
 
 def read_corpus(source: str | Path) -> list[Passage]:

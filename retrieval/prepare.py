@@ -17,10 +17,12 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
 from lm_eval_radsafe.loaders import LoadedItems, load_items
 from lm_eval_radsafe.paths import cache_root
 from lm_eval_radsafe.retrieval.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, chunk_passages
@@ -113,7 +115,7 @@ def prepare(
     cached = (cache / "done").is_file()
     if cached:
         logger.info("reusing the cached chunks and index %s", cache)
-        chunks = [Chunk(**json.loads(line)) for line in chunks_file.open(encoding="utf-8")]
+        chunks = [Chunk(**record) for _, record in read_jsonl(chunks_file)]
         retriever.load(cache, [c.id for c in chunks])
     else:
         tokenizer = get_tokenizer(settings.chunk_tokenizer)
@@ -244,6 +246,15 @@ class Prepared:
         return [self.texts[c] for c, _ in ranked]
 
 
+def _records(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of a prepared folder's JSON-lines file; a bad line is a
+    :class:`PreparedError` naming file and line."""
+    try:
+        yield from read_jsonl(path)
+    except JsonlError as exc:
+        raise PreparedError(f"{path}, line {exc.number}: bad {what} record ({exc.reason})") from exc
+
+
 def load_prepared(folder: str | Path, loaded: LoadedItems | None = None) -> Prepared:
     """Read a prepared folder; a missing or inconsistent file is a :class:`PreparedError`.
 
@@ -267,18 +278,16 @@ def load_prepared(folder: str | Path, loaded: LoadedItems | None = None) -> Prep
             f"{folder} was prepared for another dataset ({manifest['dataset']['source']}), not for {loaded.source}"
         )
     texts = {}
-    for number, line in enumerate((folder / "chunks.jsonl").open(encoding="utf-8"), start=1):
+    for number, record in _records(folder / "chunks.jsonl", "chunk"):
         try:
-            record = json.loads(line)
             texts[record["id"]] = record["text"]
-        except (json.JSONDecodeError, KeyError) as exc:
+        except KeyError as exc:
             raise PreparedError(f"{folder / 'chunks.jsonl'}, line {number}: bad chunk record ({exc})") from exc
     ranked = {}
-    for number, line in enumerate((folder / "retrieval.jsonl").open(encoding="utf-8"), start=1):
+    for number, record in _records(folder / "retrieval.jsonl", "retrieval"):
         try:
-            record = json.loads(line)
             ranked[record["id"]] = [(h["chunk_id"], h["passage_id"]) for h in record["hits"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise PreparedError(f"{folder / 'retrieval.jsonl'}, line {number}: bad retrieval record ({exc})") from exc
     missing = [item.id for item in loaded.items if item.id not in ranked]
     if missing:

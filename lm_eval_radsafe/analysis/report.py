@@ -9,7 +9,6 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from lm_eval_radsafe.analysis.study_rules import (
     to_study_rules,
 )
 from lm_eval_radsafe.analysis.summary import SUMMARY_COLUMNS, Analysis, abstention_flags, analyse, paired_tests, tie_groups
+from lm_eval_radsafe.assets import templates_dir
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
 from lm_eval_radsafe.items import Item
 from lm_eval_radsafe.metric_specs import METRIC_SPECS, headline_metrics, metric_spec
@@ -395,7 +395,7 @@ def render_html(report: Report, figures: dict[str, str]) -> str:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.files("lm_eval_radsafe") / "templates")),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )

@@ -11,13 +11,12 @@ the typed decoder cannot take is read again by the plain reader, which names wha
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm_eval_radsafe.jsonl import JsonlError
+from lm_eval_radsafe.jsonl import JsonlError, JsonlLine, jsonl_lines
 
 try:  # the fast path; the plain one needs nothing
     import msgspec
@@ -82,13 +81,12 @@ def read_columns(
     """
     out = Columns(metrics={name: [] for name in metric_names})
     decoders = _decoders(metric_names)
-    with Path(path).open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            if decoders is None or not _fast(line, decoders, out, wanted_filter, metric_names, kept, seen, add_item, where):
-                _plain(path, number, line, out, wanted_filter, metric_names, kept, seen, add_item, where)
+    for line in jsonl_lines(path):
+        if not line.raw.strip():
+            continue
+        where = f"{path}, line {line.number}"
+        if decoders is None or not _fast(line.raw, decoders, out, wanted_filter, metric_names, kept, seen, add_item, where):
+            _plain(line, out, wanted_filter, metric_names, kept, seen, add_item, where)
     return out
 
 
@@ -125,18 +123,16 @@ def _fast(line: bytes, decoders: tuple[Any, Any], out: Columns, wanted_filter: s
     return True
 
 
-def _plain(path: Path, number: int, line: bytes, out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
+def _plain(line: JsonlLine, out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
            kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool],
            add_item: Callable[[str, str, dict[str, Any], str], None], where: str) -> None:
-    """One row through :mod:`json`, with an error naming what is missing or malformed."""
+    """One row through :meth:`~lm_eval_radsafe.jsonl.JsonlLine.record`, with an error
+    naming what is missing or malformed."""
     try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        reason = f"not valid JSON ({exc.msg}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else f"not UTF-8 ({exc.reason})"
-        raise SamplesError(str(JsonlError(path, number, reason))) from exc
-    if not isinstance(row, dict):
-        raise SamplesError(str(JsonlError(path, number, f"expected a JSON object, got {type(row).__name__}")))
-    if row.get("filter") != wanted_filter:
+        row = line.record()
+    except JsonlError as exc:
+        raise SamplesError(str(exc)) from exc
+    if row is None or row.get("filter") != wanted_filter:
         return
     try:
         doc = row["doc"]
