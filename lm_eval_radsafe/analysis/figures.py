@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lm_eval_radsafe.aggregation import N_BINS, calibration_bin
 from lm_eval_radsafe.conditions import CONDITIONS
 from lm_eval_radsafe.metric_specs import metric_spec
 
@@ -158,8 +159,9 @@ def cost_per_item(rows: list[dict[str, Any]], annotate_up_to: int = 160) -> Any:
     return fig
 
 
-def reliability(analysis: Any, max_lines: int = 8, n_bins: int = 10) -> Any:
-    """Reliability diagrams (mean confidence vs accuracy per bin) for runs with confidence."""
+def reliability(analysis: Any, max_lines: int = 8, n_bins: int = N_BINS) -> Any:
+    """Reliability diagrams (mean confidence vs accuracy per bin) for runs with confidence, on
+    the bins of the ECE (:func:`~lm_eval_radsafe.aggregation.calibration_bin`)."""
     series = []
     for r, run in enumerate(analysis.runs):
         for metric in ("ece", "ll_ece"):
@@ -174,7 +176,7 @@ def reliability(analysis: Any, max_lines: int = 8, n_bins: int = 10) -> Any:
         chosen = [s for s in series if s[0].regime == regime][:max_lines]
         for run, pairs in chosen:
             conf, correct = pairs[:, 0], pairs[:, 1]
-            bins = np.clip(np.floor(conf * n_bins).astype(int), 0, n_bins - 1)
+            bins = calibration_bin(conf, n_bins)
             xs, ys = [], []
             for b in range(n_bins):
                 sel = bins == b
