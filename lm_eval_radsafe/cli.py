@@ -657,6 +657,8 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``radsafe``."""
+    from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
+
     parser = argparse.ArgumentParser(
         prog="radsafe",
         description="Accuracy and clinical safety of LLMs on RadSaFE-200 (lm-evaluation-harness tasks).",
@@ -693,8 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="png",
         help="figure files to write: png, svg, png,svg or none (report.html embeds the PNG; default: %(default)s)",
     )
-    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: %(default)s)")
-    report.add_argument("--seed", type=int, default=42, help="bootstrap seed (default: %(default)s)")
+    report.add_argument("--n-boot", type=int, default=DEFAULT_B, help="bootstrap replicates (default: %(default)s)")
+    report.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
     report.add_argument(
         "--allow-mixed-datasets", action="store_true", help="analyse runs with different dataset fingerprints together"
     )
