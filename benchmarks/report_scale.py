@@ -753,14 +753,14 @@ def run_confidence(runs: Path, labels_path: Path, out: Path) -> None:
                     "agreement": agreement, "margin": margin, "agreement_ci_low": lo, "agreement_ci_high": hi,
                 })  # fmt: skip
             n = len(confs)
+            bins: dict[int, list[tuple[float, bool]]] = {}
+            for conf, ok in zip(confs, correct_flags):  # ten equal-width bins, [lo, hi), the last one holds 1.0
+                bins.setdefault(min(max(int(conf * 10), 0), 9), []).append((conf, ok))
             ece = mce = 0.0
-            for b in range(10):
-                lo_edge, hi_edge = b / 10, (b + 1) / 10
-                members = [i for i, c in enumerate(confs) if lo_edge <= c < hi_edge or (b == 9 and c == 1.0)]
-                if members:
-                    gap = abs(sum(confs[i] for i in members) / len(members) - sum(correct_flags[i] for i in members) / len(members))
-                    ece += len(members) / n * gap
-                    mce = max(mce, gap)
+            for members in bins.values():
+                gap = abs(sum(c for c, _ in members) / len(members) - sum(ok for _, ok in members) / len(members))
+                ece += len(members) / n * gap
+                mce = max(mce, gap)
 
             def mean(values: list[float]) -> float:
                 return sum(values) / len(values) if values else float("nan")
@@ -941,8 +941,30 @@ def timed(root: Path, runs: Path, repeats: int, second: bool) -> dict[str, list[
                 rows["study"].append(result)
                 print(f"repeat {repeat + 1} study procedure (ours): {result['seconds']:6.1f} s, largest process {result['max_rss_mib']:5.0f} MiB, "
                       f"process tree {result['tree_mib']:5.0f} MiB")
+    check(work / "report-0", work / "study-0", work / "report-0.log")
     shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+def check(report: Path, study: Path, log: Path) -> None:
+    """Both sides' accuracy per (model, condition, regime) agree; the report's warnings."""
+    with open(report / "summary.csv", newline="", encoding="utf-8") as handle:
+        ours = {
+            (r["model"], r["condition"], r["regime"]): float(r["estimate"])
+            for r in csv.DictReader(handle)
+            if (r["regime"], r["metric"]) in (("greedy", "accuracy"), ("sc", "sc_accuracy"))
+        }
+    names = {study_name: condition for condition, study_name in STUDY_NAME.items()}
+    with open(study / "bootstrap.csv", newline="", encoding="utf-8") as handle:
+        theirs = {
+            (r["model"], names[r["condition"]], "greedy" if r["mode"] == "single" else "sc"): float(r["accuracy"])
+            for r in csv.DictReader(handle)
+        }
+    same = sum(key in theirs and math.isclose(value, theirs[key], abs_tol=1e-12) for key, value in ours.items())
+    print(f"check: accuracy of the report and of the study procedure agree for {same} of {len(ours)} runs ({len(theirs)} in the study's table)")
+    warnings = [line for line in log.read_text(encoding="utf-8").splitlines() if "WARNING" in line]
+    if warnings:
+        print(f"check: the report logged {len(warnings)} warning(s), e.g. {warnings[0][:200]}")
 
 
 def main() -> int:
