@@ -14,8 +14,9 @@ by the package's task scoring (``harness.process_results`` / ``process_results_s
 each results file's aggregates as lm-eval computes them, through lm-eval's
 ``EvaluationTracker``. The three long-context conditions (32k, 100k, max), which need the
 evaluated model's tokenizer, are the top-10 rows re-rendered with more ranked corpus text;
-their evidence is sized so that the grid is about as large on disk as the study's
-(2.3 GB of results and samples), not 30k-124k tokens per prompt.
+their evidence is sized to bring the grid to about the study's size on disk (2.3 GB of
+results and samples), at least 1.5 times the top-10 text: not 30k-124k tokens per prompt
+(every lm-eval row also logs the whole item, agentic report included).
 
 Timed, alternately, each in a fresh process:
 
@@ -31,9 +32,11 @@ Timed, alternately, each in a fresh process:
 * with ``--second-report``, ``radsafe report`` again over the unchanged folders (its parse
   cache warm).
 
-Printed: median seconds of each side, the ratio of medians, and each side's peak memory
-(the largest single process, ``ru_maxrss``, and the largest sum over the process tree,
-sampled).
+Printed: median wall seconds and CPU seconds of each side, the ratios of the medians,
+each side's peak memory (the largest single process, ``ru_maxrss``, and the largest sum
+over the process tree, sampled), and a check that both sides give the same accuracy for
+every model, condition and regime. Each command runs under a small Python wrapper that
+measures it (its own ~20 MiB is the floor of "largest process").
 
     python benchmarks/report_scale.py [--grid DIR] [--repeats 3] [--second-report]
     python benchmarks/report_scale.py --models 2 --items 20 --repeats 1     # a quick look
@@ -61,8 +64,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-logger = logging.getLogger("report_scale")
 
 FAMILY = "radsafe200"
 #: the study's ten conditions (its zero_shot, evidence_clean, evidence_conflict, top_1, top_5,
@@ -876,7 +877,9 @@ def measured(command: list[str], env: dict[str, str], log: Path) -> dict[str, An
 def measure_child(log: Path, command: list[str]) -> int:
     """Run ``command`` (output to ``log``); print JSON: wall seconds, the largest single
     process of its tree (``ru_maxrss`` of RUSAGE_CHILDREN: it and its reaped descendants)
-    and the largest sum of RSS over its process tree (sampled every 0.1 s with psutil)."""
+    and the largest sum of RSS over its process tree (sampled every 0.1 s with psutil), and
+    the CPU seconds (user + system) of the tree, less sensitive than wall time to other
+    work on the machine."""
     import psutil
 
     tree_peak = 0
@@ -892,7 +895,8 @@ def measure_child(log: Path, command: list[str]) -> int:
             time.sleep(0.1)
     seconds = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"seconds": seconds, "max_rss_mib": usage.ru_maxrss / 1024, "tree_mib": tree_peak / 2**20}))
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "max_rss_mib": usage.ru_maxrss / 1024, "tree_mib": tree_peak / 2**20}))
     return proc.returncode
 
 
@@ -910,6 +914,20 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+LABELS = {
+    "report": "radsafe report (cold parse cache)",
+    "study": "study's phase-5 procedure, re-implemented by us",
+    "second": "second radsafe report (warm parse cache)",
+}
+
+
+def line(label: str, result: dict[str, Any]) -> str:
+    return (
+        f"{label:57s}: {result['seconds']:6.1f} s wall, {result['cpu_s']:6.1f} s CPU; largest process "
+        f"{result['max_rss_mib']:5.0f} MiB, process tree {result['tree_mib']:5.0f} MiB"
+    )
+
+
 def timed(root: Path, runs: Path, repeats: int, second: bool) -> dict[str, list[dict[str, Any]]]:
     """Each side ``repeats`` times, alternating which goes first; every report with a fresh
     parse cache (as a user's first report), the second report with the first's."""
@@ -921,26 +939,18 @@ def timed(root: Path, runs: Path, repeats: int, second: bool) -> dict[str, list[
     rows: dict[str, list[dict[str, Any]]] = {"report": [], "study": [], **({"second": []} if second else {})}
     print(f"report: {' '.join(report_command(runs, work / 'OUT', models))}")
     for repeat in range(repeats):
-        cache = work / f"cache-{repeat}"
-        sides = ["report", "study"] if repeat % 2 == 0 else ["study", "report"]
-        for side in sides:
-            out = work / f"{side}-{repeat}"
-            if side == "report":
-                result = measured(report_command(runs, out, models), {**env, "RADSAFE_CACHE": str(cache)}, work / f"{side}-{repeat}.log")
-                rows["report"].append(result)
-                print(f"repeat {repeat + 1} radsafe report        : {result['seconds']:6.1f} s, largest process {result['max_rss_mib']:5.0f} MiB, "
-                      f"process tree {result['tree_mib']:5.0f} MiB")
-                if second:
-                    result = measured(report_command(runs, work / f"second-{repeat}", models), {**env, "RADSAFE_CACHE": str(cache)}, work / f"second-{repeat}.log")
-                    rows["second"].append(result)
-                    print(f"repeat {repeat + 1} second radsafe report : {result['seconds']:6.1f} s, largest process {result['max_rss_mib']:5.0f} MiB, "
-                          f"process tree {result['tree_mib']:5.0f} MiB")
-            else:
-                command = [sys.executable, __file__, "--study-child", str(runs), str(labels), str(out)]
-                result = measured(command, env, work / f"{side}-{repeat}.log")
-                rows["study"].append(result)
-                print(f"repeat {repeat + 1} study procedure (ours): {result['seconds']:6.1f} s, largest process {result['max_rss_mib']:5.0f} MiB, "
-                      f"process tree {result['tree_mib']:5.0f} MiB")
+        cache = {**env, "RADSAFE_CACHE": str(work / f"cache-{repeat}")}
+        jobs = {
+            "report": (report_command(runs, work / f"report-{repeat}", models), cache),
+            "second": (report_command(runs, work / f"second-{repeat}", models), cache),
+            "study": ([sys.executable, __file__, "--study-child", str(runs), str(labels), str(work / f"study-{repeat}")], env),
+        }
+        order = ["report", "second", "study"] if repeat % 2 == 0 else ["study", "report", "second"]
+        for side in (s for s in order if s in rows):
+            command, side_env = jobs[side]
+            result = measured(command, side_env, work / f"{side}-{repeat}.log")
+            rows[side].append(result)
+            print(line(f"repeat {repeat + 1} {LABELS[side]}", result))
     check(work / "report-0", work / "study-0", work / "report-0.log")
     shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -1001,19 +1011,24 @@ def main() -> int:
     if args.build_only:
         return 0
     rows = timed(root, runs, args.repeats, args.second_report)
-    times = {side: median([r["seconds"] for r in results]) for side, results in rows.items()}
+    wall = {side: median([r["seconds"] for r in results]) for side, results in rows.items()}
+    cpu = {side: median([r["cpu_s"] for r in results]) for side, results in rows.items()}
     print()
-    labels = {"report": "radsafe report (ours, cold parse cache)", "study": "study's phase-5 procedure, re-implemented by us",
-              "second": "second radsafe report (warm parse cache)"}
     for side, results in rows.items():
-        print(f"{labels[side]:48s}: median {times[side]:6.1f} s over {len(results)}; peak: largest process "
-              f"{max(r['max_rss_mib'] for r in results):.0f} MiB, process tree {max(r['tree_mib'] for r in results):.0f} MiB")
-    print(f"median time study procedure / radsafe report: {times['study'] / times['report']:.2f}x")
-    if "second" in times:
-        print(f"median time study procedure / second report: {times['study'] / times['second']:.2f}x; "
-              f"first / second report: {times['report'] / times['second']:.2f}x")
-    print("(the report also writes figures, report.html and CIs and paired tests for every metric; "
-          "benchmarks/analysis.py times the statistics alone)")
+        print(
+            f"{LABELS[side]:48s}: median {wall[side]:6.1f} s wall, {cpu[side]:6.1f} s CPU over {len(results)}; peak: largest "
+            f"process {max(r['max_rss_mib'] for r in results):.0f} MiB, process tree {max(r['tree_mib'] for r in results):.0f} MiB"
+        )
+    print(f"study procedure / radsafe report: {wall['study'] / wall['report']:.2f}x wall, {cpu['study'] / cpu['report']:.2f}x CPU (medians)")
+    if "second" in rows:
+        print(
+            f"study procedure / second report: {wall['study'] / wall['second']:.2f}x wall, {cpu['study'] / cpu['second']:.2f}x CPU; "
+            f"first / second report: {wall['report'] / wall['second']:.2f}x wall"
+        )
+    print(
+        "(the report also computes CIs and paired tests for every metric, figures and report.html; "
+        "benchmarks/analysis.py times the statistics alone)"
+    )
     if not args.grid:
         shutil.rmtree(root, ignore_errors=True)
     return 0
