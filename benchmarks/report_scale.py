@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # last: an installed package (a wheel has retrieval inside) comes first
 
 FAMILY = "radsafe200"
 #: the study's ten conditions (its zero_shot, evidence_clean, evidence_conflict, top_1, top_5,
