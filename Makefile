@@ -1,7 +1,7 @@
 # Two commands: `make demo` (set up and run the demo) and `make test`.
 # `make smoke`: the wheel in a fresh virtualenv, run from outside the repository (scripts/smoke.sh).
-# `make compat`: the same on the other supported lm-eval versions (0.5.0.dev1, 0.4.12), see
-# README "Supported lm-eval versions".
+# `make compat`: the same on the other supported lm-eval versions (0.5.0.dev1, 0.4.12), on
+# 0.5.0.dev1 with the fast test suite run against that wheel; see README "Supported lm-eval versions".
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,7 +31,7 @@ smoke:
 	PYTHON=$(PYTHON) bash scripts/smoke.sh
 
 compat:
-	PYTHON=$(PYTHON) LM_EVAL_VERSION=0.5.0.dev1 bash scripts/smoke.sh
+	PYTHON=$(PYTHON) LM_EVAL_VERSION=0.5.0.dev1 SMOKE_TESTS=1 bash scripts/smoke.sh
 	PYTHON=$(PYTHON) LM_EVAL_VERSION=0.4.12 bash scripts/smoke.sh
 
 clean:
