@@ -126,19 +126,19 @@ for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 PORT="$(cat "$WORK/port")"
 MODEL_ARGS="model=fake,base_url=http://127.0.0.1:$PORT/v1/chat/completions,num_concurrent=4"
 
-step "radsafe eval: greedy, 10 demo items"
+step "radsafe eval: greedy, all 66 demo items (a leaderboard entry covers the whole dataset)"
 run eval-greedy.log radsafe eval --model radsafe-local-chat-completions --model_args "$MODEL_ARGS" \
-  --tasks radsafe_demo_closed_book --apply_chat_template --log_samples --output_path runs --limit 10
+  --tasks radsafe_demo_closed_book --apply_chat_template --log_samples --output_path runs/full
 expect eval-greedy.log "radsafe_demo_closed_book|Closed-book" "accuracy" "high_risk_error"
 
 step "radsafe eval: self-consistency (20 samples), 3 demo items"
 run eval-sc.log radsafe eval --model radsafe-local-chat-completions --model_args "$MODEL_ARGS" \
-  --tasks radsafe_demo_closed_book_sc --apply_chat_template --log_samples --output_path runs --limit 3
+  --tasks radsafe_demo_closed_book_sc --apply_chat_template --log_samples --output_path runs/limited --limit 3
 expect eval-sc.log "sc_accuracy" "mean_confidence"
 
 step "radsafe eval: reasoning regime (EOS-only, 4,096-token budget), 3 demo items"
 run eval-think.log radsafe eval --model radsafe-local-chat-completions --model_args "$MODEL_ARGS" \
-  --tasks radsafe_demo_closed_book_think --apply_chat_template --log_samples --output_path runs --limit 3
+  --tasks radsafe_demo_closed_book_think --apply_chat_template --log_samples --output_path runs/limited --limit 3
 expect eval-think.log "radsafe_demo_closed_book_think|reasoning" "accuracy"
 
 step "results and samples on disk; self-consistency samples differ"
@@ -146,7 +146,7 @@ run samples.log python - <<'EOF'
 import glob, json, re
 results = glob.glob("runs/**/results_*.json", recursive=True)
 assert len(results) == 3, results
-for task, n in [("radsafe_demo_closed_book", 10), ("radsafe_demo_closed_book_sc", 3)]:
+for task, n in [("radsafe_demo_closed_book", 66), ("radsafe_demo_closed_book_sc", 3)]:
     named = re.compile(rf"samples_{task}_\d[^/]*\.jsonl$")  # not the _sc task's file for the greedy one
     (path,) = [p for p in glob.glob("runs/**/samples_*.jsonl", recursive=True) if named.search(p)]
     rows = [json.loads(line) for line in open(path)]
@@ -158,7 +158,7 @@ for row in rows:  # the _sc task: 20 letters per item, not one letter 20 times
     assert len(set(letters)) > 1, letters
 print("sc samples vary by seed")
 EOF
-expect samples.log "radsafe_demo_closed_book samples: 10" "sc samples vary by seed"
+expect samples.log "radsafe_demo_closed_book samples: 66" "sc samples vary by seed"
 
 step "radsafe report --leaderboard"
 run report.log radsafe report runs --out report --leaderboard
@@ -168,11 +168,16 @@ for f in summary.csv summary.json report.html leaderboard.json; do
 done
 # one row per model, condition, regime and metric, with an interval and n
 run summary.log cat report/summary.csv
-expect summary.log "^fake,closed_book,greedy,accuracy,[0-9.]+,[0-9.]+,[0-9.]+,10," \
+expect summary.log "^fake,closed_book,greedy,accuracy,[0-9.]+,[0-9.]+,[0-9.]+,66," \
   "^fake,closed_book,greedy,high_risk_error," "^fake,closed_book,sc,sc_accuracy,[0-9.]+,[0-9.]+,[0-9.]+,3,"
 
-step "radsafe validate-submission"
-run submission.log radsafe validate-submission report/leaderboard.json --data demo
+step "radsafe validate-submission: the --limit runs are refused, the full run is accepted"
+if radsafe validate-submission report/leaderboard.json --data demo >"$LOGS/submission-limited.log" 2>&1; then
+  echo "smoke: FAILED: a leaderboard with --limit runs was accepted"; cat "$LOGS/submission-limited.log"; exit 1
+fi
+expect submission-limited.log "^rejected: report/leaderboard.json, entries\[[0-9]\] \(fake/closed_book/(sc|think)\): field 'answers': 3 of the dataset's 66 items answered"
+run report-full.log radsafe report runs/full --out board --leaderboard
+run submission.log radsafe validate-submission board/leaderboard.json --data demo
 expect submission.log "^accepted: "
 
 kill "$SERVER_PID" 2>/dev/null || true
