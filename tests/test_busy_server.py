@@ -154,7 +154,11 @@ def test_faulty_server_loses_nothing_and_fakes_no_abstention(caplog: pytest.LogC
     assert greedy.infrastructure_errors == sampled.infrastructure_errors == 0
     retries = greedy.retries + sampled.retries
     assert set(retries) == {"rate_limited", "server_error", "connection", "timeout", "invalid_response"}
-    assert sum(retries.values()) == sum(faulty.faults_sent.values())
+    # every injected fault cost exactly one retry; a request that was merely slow on a loaded
+    # machine may also pass the 2 s timeout and be retried, so timeouts can exceed hangs
+    sent = faulty.faults_sent
+    assert sent["hang"] <= retries["timeout"] <= sent["hang"] + 5
+    assert sum(retries.values()) - retries["timeout"] == sum(sent.values()) - sent["hang"]
     lines = [r.getMessage() for r in caplog.records]
     assert any("retrying in" in line for line in lines) and any("retried (" in line for line in lines)
     assert len([line for line in lines if "retrying in" in line]) <= 10  # one line per cause and run, then summaries
