@@ -524,13 +524,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     The report extra (matplotlib, scipy) is checked first, so nothing is written without it.
     """
-    from lm_eval_radsafe.analysis.report import (
-        MissingExtraError,
-        build_report,
-        parse_figure_formats,
-        require_report_extra,
-        write_report,
-    )
+    from lm_eval_radsafe.analysis.report import MissingExtraError, make_report, parse_figure_formats
     from lm_eval_radsafe.analysis.runs import RunError
     from lm_eval_radsafe.analysis.scaling import ModelCardError
 
@@ -540,9 +534,12 @@ def run_report(args: argparse.Namespace) -> int:
         return 1
     try:
         figure_formats = parse_figure_formats(args.figures)
-        require_report_extra()
-        report = build_report(
+        outcome = make_report(
             args.runs,
+            args.out,
+            figure_formats,
+            leaderboard=args.leaderboard,
+            use_cache=not getattr(args, "no_cache", False),
             model_cards=args.model_cards,
             ensemble_members=_parse_ensembles(args.ensemble),
             n_boot=args.n_boot,
@@ -552,28 +549,22 @@ def run_report(args: argparse.Namespace) -> int:
             strict=args.strict,
             sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
             rules=rules,
-            use_cache=not getattr(args, "no_cache", False),
             allow_partial=getattr(args, "allow_partial", False),
         )
-        written = write_report(report, args.out, figure_formats)
-        if args.leaderboard:
-            from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
-
-            written["leaderboard.json"] = write_leaderboard(report, Path(args.out) / "leaderboard.json")
     except (RunError, ModelCardError, MissingExtraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    meta = report.meta
+    meta = outcome.meta
     print(
         f"{meta['n_runs']} runs: {len(meta['models'])} model(s) x {len(meta['conditions'])} condition(s), "
         f"regimes {', '.join(meta['regimes'])}; items {meta['items_per_run']['text']}"
     )
     if meta["warnings"]:
         print(f"{len(meta['warnings'])} run(s) flagged for abstention >= 95% (see the warnings above and report.html)")
-    if report.rules is not None:
-        print(report.rules["summary"])
-    for name in sorted(written):
-        print(f"  {written[name]}")
+    if outcome.rules_summary is not None:
+        print(outcome.rules_summary)
+    for name in sorted(outcome.written):
+        print(f"  {outcome.written[name]}")
     return 0
 
 

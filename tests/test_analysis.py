@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import logging
 import math
 import random
 import re
@@ -440,6 +441,53 @@ def test_report_numbers_do_not_depend_on_cache_or_workers(run_dir: Path, tmp_pat
         write_report(report, out, ())
         outputs.append(((out / "summary.csv").read_bytes(), (out / "paired_tests.csv").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_a_second_report_over_unchanged_runs_is_written_from_the_report_cache(
+    tmp_path: Path, fixture_data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same runs, options and code: the files of the first report, warnings repeated, nothing
+    computed; a changed option or samples file makes a new one; --no-cache keeps nothing."""
+    from lm_eval_radsafe.analysis import report as report_module
+    from lm_eval_radsafe.analysis.report import make_report
+
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    answered = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book", "radsafe200_clean_evidence"], _correct)
+    mute = write_run(tmp_path / "runs", "mute", ["radsafe200_closed_book", "radsafe200_clean_evidence"], lambda prompt: "I am not sure.")
+    folder = answered.parent
+    assert mute.parent == folder
+    options = {"n_boot": 30, "progress": False}
+    with caplog.at_level(logging.WARNING, logger="lm_eval_radsafe"):
+        first = make_report([folder], tmp_path / "a", ("png",), leaderboard=True, **options)
+    warned = [r.getMessage() for r in caplog.records if "abstention" in r.getMessage()]
+    assert len(warned) == 2  # the mute model's two runs
+    assert not first.reused and "leaderboard.json" in first.written and "figures/accuracy_vs_high_risk.png" in first.written
+    built = []
+    monkeypatch.setattr(report_module, "build_report", lambda *a, **k: built.append(a) or pytest.fail("computed again"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lm_eval_radsafe"):
+        second = make_report([folder], tmp_path / "b", ("png",), leaderboard=True, **options)
+    assert second.reused and not built and sorted(second.written) == sorted(first.written)
+    for name in first.written:
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+    assert second.meta == json.loads((tmp_path / "a" / "summary.json").read_text())["meta"]
+    assert "written again from the report cache" in caplog.text
+    assert [r.getMessage() for r in caplog.records if "abstention" in r.getMessage()] == warned
+    monkeypatch.undo()
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    assert not make_report([folder], tmp_path / "c", ("png",), leaderboard=True, n_boot=30, seed=7, progress=False).reused
+    assert not make_report([folder], tmp_path / "d", ("svg",), leaderboard=True, **options).reused
+    samples = next(answered.glob("samples_radsafe200_closed_book_2*.jsonl"))
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows[0]["filtered_resps"] = ["X"]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    changed = make_report([folder], tmp_path / "e", ("png",), leaderboard=True, **options)
+    assert not changed.reused
+    assert (tmp_path / "e" / "summary.csv").read_bytes() != (tmp_path / "a" / "summary.csv").read_bytes()
+    stored = sorted((tmp_path / "cache" / "report" / "outputs").glob("*/*/entry.msgpack"))
+    assert len(stored) == 4
+    assert not make_report([folder], tmp_path / "f", ("png",), use_cache=False, **options).reused
+    assert len(sorted((tmp_path / "cache" / "report" / "outputs").glob("*/*/entry.msgpack"))) == 4
 
 
 def test_figures_are_written_in_the_formats_asked(run_dir: Path, tmp_path: Path) -> None:

@@ -40,6 +40,39 @@ def cache_folder() -> Path:
     return cache_root() / "report"
 
 
+def outputs_folder() -> Path:
+    """Where finished reports are kept (:func:`report_key`)."""
+    return cache_root() / "report" / "outputs"
+
+
+def code_stamp() -> str:
+    """A digest of the package's code and templates (path, size, mtime of each file): a
+    report made by other code is never reused, installed release or working tree alike."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in ("*.py", "*.j2") for p in package.rglob(pattern)):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(package)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def report_key(results_files: list[Path], options: dict[str, Any]) -> str:
+    """The key of a finished report: every results file found and every samples file
+    beside it (:func:`file_key`), the report's options (a JSON-able dict: folders, B, seed,
+    rules, figure formats...) and :func:`code_stamp`. Any change to a run, an option or
+    the code gives another key."""
+    import json
+
+    digest = hashlib.sha256(f"outputs\0{FORMAT}\0{code_stamp()}\0".encode())
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    for results_file in results_files:
+        stamp = results_file.stem.rsplit("_", 1)[-1]
+        digest.update(f"\0{file_key(results_file, 'results')}".encode())
+        for samples_file in sorted(results_file.parent.glob(f"samples_*_{stamp}.jsonl")):
+            digest.update(f"\0{samples_file.name}\0{file_key(samples_file, 'samples')}".encode())
+    return digest.hexdigest()
+
+
 def file_key(path: Path, regime: str) -> str:
     """The cache key of ``path`` read as a ``regime`` run (see the module docstring)."""
     path = Path(path).resolve()
@@ -96,3 +129,54 @@ class ParsedCache:
             self.stored += 1
         except OSError as exc:
             logger.warning("report cache: cannot write %s (%s); parsing continues uncached", path, exc)
+
+
+class ReportStore:
+    """Finished reports, one folder per :func:`report_key`: a copy of each written file and
+    ``entry.msgpack`` (meta, warnings, file names). Files are copied, never held in memory."""
+
+    def __init__(self, folder: Path | None = None, enabled: bool = True) -> None:
+        self.folder = Path(folder) if folder is not None else outputs_folder()
+        self.enabled = enabled and msgspec is not None
+
+    def load(self, key: str) -> tuple[dict[str, Any], Path] | None:
+        """The stored entry for ``key`` and the folder of its files, or None."""
+        if not self.enabled:
+            return None
+        folder = self.folder / key[:2] / key
+        try:
+            data = msgspec.msgpack.decode((folder / "entry.msgpack").read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, msgspec.MsgspecError) as exc:
+            logger.debug("report cache: ignoring %s (%s)", folder, exc)
+            return None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            return None
+        if not all((folder / "files" / name).is_file() for name in data["entry"]["files"]):
+            return None
+        return data["entry"], folder / "files"
+
+    def store(self, key: str, entry: dict[str, Any], files: dict[str, Path]) -> None:
+        """Keep ``entry`` and copies of ``files`` (name -> written path) for ``key``
+        (atomically; a failure to write only costs speed next time)."""
+        import shutil
+
+        if not self.enabled:
+            return
+        target = self.folder / key[:2] / key
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target.parent, suffix=".tmp"))
+            for name, path in files.items():
+                (staging / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staging / "files" / name)
+            payload = {"format": FORMAT, "entry": {**entry, "files": sorted(files)}}
+            (staging / "entry.msgpack").write_bytes(msgspec.msgpack.encode(payload))
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        except OSError as exc:
+            logger.warning("report cache: cannot keep the report in %s (%s)", target, exc)
+            if "staging" in locals():
+                shutil.rmtree(staging, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -325,6 +326,101 @@ def write_report(report: Report, out: str | Path, figure_formats: tuple[str, ...
     (out / "report.html").write_text(render_html(report, embedded), encoding="utf-8")
     written["report.html"] = out / "report.html"
     return written
+
+
+@dataclass
+class Outcome:
+    """What :func:`make_report` did: the report's meta, the one-line comparison of rules
+    (``--rules study``), the files written, and whether they came from the report cache."""
+
+    meta: dict[str, Any]
+    rules_summary: str | None
+    written: dict[str, Path]
+    reused: bool = False
+
+
+class _Kept(logging.Handler):
+    """Keeps the warnings logged while a report is made, to say them again when it is reused."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[list[Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append([record.name, record.levelno, record.getMessage()])
+
+
+def make_report(
+    run_dirs: list[str | Path],
+    out: str | Path,
+    figure_formats: tuple[str, ...] = DEFAULT_FIGURES,
+    leaderboard: bool = False,
+    use_cache: bool = True,
+    **options: Any,
+) -> Outcome:
+    """Build and write a report (``options``: those of :func:`build_report`), reusing a
+    finished one when nothing it rests on changed.
+
+    The report cache (``$RADSAFE_CACHE/report/outputs``) keeps each report's files and
+    warnings under :func:`~lm_eval_radsafe.analysis.cache.report_key`: every results and
+    samples file found (path, size, mtime, a hash of its ends), every option, the model
+    cards' content and the package's code. A second report with the same key writes those
+    files again (their ``created`` time is the first report's) and repeats the warnings;
+    any change (a run, ``--B``, ``--seed``, the figure formats...) makes a new report from
+    the parse cache. ``use_cache=False`` reads and computes everything and keeps nothing.
+    """
+    import shutil
+
+    from lm_eval_radsafe.analysis.cache import ReportStore, report_key
+    from lm_eval_radsafe.analysis.runs import find_results_files
+
+    require_report_extra()
+    out = Path(out)
+    store = ReportStore(enabled=use_cache)
+    key = None
+    if store.enabled:
+        cards = options.get("model_cards")
+        described = {
+            **{k: v for k, v in options.items() if k != "progress"},
+            "run_dirs": [str(Path(d).resolve()) for d in run_dirs],
+            "model_cards": None if not cards else hashlib.sha256(Path(cards).read_bytes()).hexdigest(),
+            "figures": list(figure_formats),
+            "leaderboard": leaderboard,
+        }
+        key = report_key(find_results_files(run_dirs), described)
+        kept = store.load(key)
+        if kept is not None:
+            entry, folder = kept
+            for name, level, message in entry["log"]:
+                logging.getLogger(name).log(level, "%s", message)
+            written = {}
+            for name in entry["files"]:
+                path = out / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / name, path)
+                written[name] = path
+            logger.info(
+                "the runs, options and code are those of the report made %s: its files are written again from the "
+                "report cache (--no-cache makes it anew)", entry["meta"].get("created"),
+            )
+            return Outcome(entry["meta"], entry["rules_summary"], written, reused=True)
+    handler = _Kept()
+    watched = logging.getLogger("lm_eval_radsafe")
+    watched.addHandler(handler)
+    try:
+        report = build_report(run_dirs, use_cache=use_cache, **options)
+        written = write_report(report, out, figure_formats)
+        if leaderboard:
+            from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
+
+            written["leaderboard.json"] = write_leaderboard(report, out / "leaderboard.json")
+    finally:
+        watched.removeHandler(handler)
+    summary = report.rules["summary"] if report.rules is not None else None
+    if key is not None:
+        meta = json.loads(_json_bytes(report.meta))
+        store.store(key, {"meta": meta, "rules_summary": summary, "log": handler.records}, written)
+    return Outcome(report.meta, summary, written)
 
 
 def _fmt(value: Any, percent: bool = True) -> str:

@@ -623,9 +623,23 @@ def read_runs(
     return runs
 
 
+#: in a worker process: the items the parent read before starting it (see :func:`_read_chosen`)
+_WORKER_ITEMS: dict[tuple[str, str], Item] = {}
+
+
+def _start_worker(items: dict[tuple[str, str], Item]) -> None:
+    """Worker initializer: keep the parent's items, so workers recompute values too."""
+    _WORKER_ITEMS.update(items)
+
+
 def _parse_job(job: tuple[Path, str]) -> Parsed:
-    """One samples file parsed in a worker process (items are read afterwards, once)."""
-    return parse_samples(*job)
+    """One samples file parsed in a worker process, its per-item values recomputed there
+    when the parent's items cover it (else the parent reads the items and recomputes)."""
+    samples_file, regime = job
+    parsed = parse_samples(samples_file, regime)
+    if all((parsed.fingerprint, item_id) in _WORKER_ITEMS for item_id in parsed.ids):
+        parsed.recomputed = _recomputed(parsed, regime, _WORKER_ITEMS)
+    return parsed
 
 
 #: fewer files than this are parsed in this process: starting workers would cost more
@@ -659,9 +673,15 @@ def _read_chosen(
     workers = workers or os.cpu_count() or 1
     with tqdm(total=len(chosen), initial=len(parsed), desc="reading runs", unit="task", disable=not progress) as bar:
         if len(todo) >= PARALLEL_FROM and workers > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                jobs = [(samples_file, regime) for _, samples_file, regime, _ in todo]
-                for (i, _, _, key), result in zip(todo, pool.map(_parse_job, jobs, chunksize=4)):
+            # the first file here, collecting its dataset's items; the rest in workers that
+            # get those items once and recompute each run's values beside parsing it
+            first, samples_file, regime, _ = todo[0]
+            parsed[first] = parse_samples(samples_file, regime, items)
+            bar.update()
+            rest = todo[1:]
+            with ProcessPoolExecutor(max_workers=min(workers, len(rest)), initializer=_start_worker, initargs=(items,)) as pool:
+                jobs = [(samples_file, regime) for _, samples_file, regime, _ in rest]
+                for (i, _, _, key), result in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
                     parsed[i] = result
                     bar.update()
         else:
