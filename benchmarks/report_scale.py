@@ -29,8 +29,10 @@ Timed, alternately, each in a fresh process:
   a per-replicate loop over B = 1000 rows of one ``default_rng(42)`` index matrix, exact
   McNemar tests of the study's condition pairs, safety rates, confidence and ECE, the
   ensembles and the per-question worst cases, each written as CSV;
-* with ``--second-report``, ``radsafe report`` again over the unchanged folders (its parse
-  cache warm).
+* with ``--second-report``, ``radsafe report`` again over the unchanged folders with the
+  same options (the report cache holds the first report: its files are written again), and
+  once more with another bootstrap seed (``--seed 43``: the runs come from the parse cache,
+  statistics, figures and HTML are computed anew).
 
 Printed: median wall seconds and CPU seconds of each side, the ratios of the medians,
 each side's peak memory (the largest single process, ``ru_maxrss``, and the largest sum
@@ -917,7 +919,8 @@ def median(values: list[float]) -> float:
 LABELS = {
     "report": "radsafe report (cold parse cache)",
     "study": "study's phase-5 procedure, re-implemented by us",
-    "second": "second radsafe report (warm parse cache)",
+    "second": "second radsafe report (same runs and options)",
+    "reseeded": "radsafe report --seed 43 (parsed runs cached)",
 }
 
 
@@ -936,22 +939,27 @@ def timed(root: Path, runs: Path, repeats: int, second: bool) -> dict[str, list[
     work = Path(tempfile.mkdtemp(prefix="timed-", dir=root))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("RADSAFE_DATA", None)
-    rows: dict[str, list[dict[str, Any]]] = {"report": [], "study": [], **({"second": []} if second else {})}
+    rows: dict[str, list[dict[str, Any]]] = {"report": [], "study": [], **({"second": [], "reseeded": []} if second else {})}
     print(f"report: {' '.join(report_command(runs, work / 'OUT', models))}")
     for repeat in range(repeats):
         cache = {**env, "RADSAFE_CACHE": str(work / f"cache-{repeat}")}
         jobs = {
             "report": (report_command(runs, work / f"report-{repeat}", models), cache),
             "second": (report_command(runs, work / f"second-{repeat}", models), cache),
+            "reseeded": ([*report_command(runs, work / f"reseeded-{repeat}", models), "--seed", "43"], cache),
             "study": ([sys.executable, __file__, "--study-child", str(runs), str(labels), str(work / f"study-{repeat}")], env),
         }
-        order = ["report", "second", "study"] if repeat % 2 == 0 else ["study", "report", "second"]
+        order = ["report", "second", "reseeded", "study"] if repeat % 2 == 0 else ["study", "report", "second", "reseeded"]
         for side in (s for s in order if s in rows):
             command, side_env = jobs[side]
             result = measured(command, side_env, work / f"{side}-{repeat}.log")
             rows[side].append(result)
             print(line(f"repeat {repeat + 1} {LABELS[side]}", result))
     check(work / "report-0", work / "study-0", work / "report-0.log")
+    if second:
+        same = all((work / "report-0" / name).read_bytes() == (work / "second-0" / name).read_bytes()
+                   for name in ("summary.csv", "paired_tests.csv", "report.html"))
+        print(f"check: the second report's summary.csv, paired_tests.csv and report.html are the first's: {same}")
     shutil.rmtree(work, ignore_errors=True)
     return rows
 
@@ -1025,6 +1033,8 @@ def main() -> int:
             f"study procedure / second report: {wall['study'] / wall['second']:.2f}x wall, {cpu['study'] / cpu['second']:.2f}x CPU; "
             f"first / second report: {wall['report'] / wall['second']:.2f}x wall"
         )
+        print(f"study procedure / report --seed 43 (parsed runs cached): {wall['study'] / wall['reseeded']:.2f}x wall, "
+              f"{cpu['study'] / cpu['reseeded']:.2f}x CPU")
     print(
         "(the report also computes CIs and paired tests for every metric, figures and report.html; "
         "benchmarks/analysis.py times the statistics alone)"

@@ -721,7 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--no-cache",
         action="store_true",
-        help="parse every samples file again and keep nothing in the parse cache ($RADSAFE_CACHE/report)",
+        help="parse every samples file and compute the whole report again, keeping nothing in the parse and report "
+        "caches ($RADSAFE_CACHE/report)",
     )
     report.add_argument(
         "--rules",

@@ -234,10 +234,13 @@ def _json_fallback(value: Any) -> Any:
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...] | None = None) -> None:
     columns = list(columns or (rows[0].keys() if rows else []))
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k in columns})
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        # absent keys and NaN as empty cells; other keys of a row are left out
+        writer.writerows(
+            ["" if isinstance(v := row.get(k, ""), float) and math.isnan(v) else v for k in columns]
+            for row in rows
+        )
 
 
 def _figures(report: Report) -> dict[str, Any]:
