@@ -136,7 +136,8 @@ def _committed_letter(text: str) -> str | None:
     """The single letter ``text`` commits to, or None (no letter, or several)."""
     if not text:
         return None
-    candidates = {m.group(1).upper() for m in _BOXED.finditer(text)}
+    # findall, not finditer, where only the letters count: a megabyte of matches stays fast
+    candidates = {letter.upper() for letter in _BOXED.findall(text)}
     lowered = text.lower()
     other = _COMMIT_OTHER.finditer(text) if any(word in lowered for word in FOREIGN_ANSWER_WORDS) else ()
     for match in chain(_COMMIT.finditer(text), other):
@@ -149,12 +150,14 @@ def _committed_letter(text: str) -> str | None:
         if not letter_first and _ALTERNATIVE.match(text, match.end()):
             return None  # "the answer is B or C"
         candidates.add(letter)
+        if len(candidates) > 1:
+            return None  # commitments to different letters: nothing below can undo that
     trailing = _TRAILING.search(text)
-    if trailing and not any(m.group(1) != trailing.group(1) for m in _BRACKETED.finditer(text)):
+    if trailing and set(_BRACKETED.findall(text)) == {trailing.group(1)}:
         candidates.add(trailing.group(1))  # "Ultrasound (B)"; not "CT (A) or ultrasound (B)"
     first_line = text.splitlines()[0].strip()
     leading = _LEADING.match(first_line)
-    listed = {m.group(1) for m in _LISTED.finditer(text)}
+    listed = set(_LISTED.findall(text))
     if leading and len(listed) < 2:
         letter = leading.group(1)
         alone = _BARE.fullmatch(first_line) is not None
