@@ -41,7 +41,11 @@ def worst_cases(runs: list[TaskRun], items: dict[str, Item]) -> list[dict[str, A
                 answered.setdefault(item_id, []).append((run.model, letter))
         for item_id, answers in sorted(answered.items()):
             item = items[item_id]
-            scores = [score_item(item, None if letter == NULL else letter) for _, letter in answers]
+            scored: dict[str, dict[str, float]] = {}  # many models give the same letter
+            for _, letter in answers:
+                if letter not in scored:
+                    scored[letter] = score_item(item, None if letter == NULL else letter)
+            scores = [scored[letter] for _, letter in answers]
             wrong_letters = Counter(l for _, l in answers if l != NULL and l != item.answer and item.option(l))
             rows.append(
                 {
