@@ -30,7 +30,10 @@ Rejected (NULL): the article in ``"A 45-year-old ..."`` or ``"Answer: A CT of th
 (an ``A`` followed by a word that is not a connector such as "because", "porque",
 "weil"), option text without a letter, several letters without commitment (``"B or C"``,
 ``"B o C"``, ``"B oder C"``, ``"B或C"``, a list of options, a table), commitments to
-different letters (``"Answer: B ... Actually, the answer is C"``), two bracketed letters
+different letters (``"Answer: B ... Actually, the answer is C"``), a hedge that endorses
+another option beside the committed one (``"B, but C is also acceptable"``, ``"Answer: B
+or possibly C"``; not "C is also incorrect", not the article in "A CT is also
+reasonable"), two bracketed letters
 (``"CT (A) or ultrasound (B)"``), a trace that opens a think tag and never closes it, and
 letters that are not among the item's options.
 
@@ -77,7 +80,17 @@ _COMMIT_OTHER = re.compile(
 )
 _ALTERNATIVE = re.compile(
     r"\s*(?:[\)\]]\s*)?(?:(?i:or|and|o|y|ou|et|oder|und|oppure|e|или|и)(?![^\W\d_])|/|,|&|或|和)"
-    r"\s*(?:(?i:option)\s+)?[\(\[]?[A-E](?![A-Za-z0-9])"
+    r"(?:\s+(?i:possibly|perhaps|maybe|potentially))?\s*(?:(?i:option)\s+)?[\(\[]?[A-E](?![A-Za-z0-9])"
+)
+# "..., but C is also acceptable", "C could also be argued": another option endorsed beside
+# the committed one (bounded gap: linear time)
+_HEDGE_ADJECTIVE = r"(?:correct|acceptable|reasonable|right|valid|defensible|appropriate|plausible|possible|justified)"
+_HEDGE = re.compile(
+    # the letter, at most a short parenthesis ("C (MRI)"), then the verb: "A CT is also..." is an article
+    r"(?<![A-Za-z0-9])[\(\[]?([A-E])[\)\]]?(?: ?\([^)\n]{0,30}\))?\s+"
+    r"(?i:(?:is|are|seems?)\s+(?:also|equally)\s+" + _HEDGE_ADJECTIVE + r"\b"
+    r"|\b(?:could|might|would)\s+(?:also|equally)\s+be\s+(?:" + _HEDGE_ADJECTIVE[3:-1] + r"|argued|considered|chosen|defended)\b"
+    r"|\b(?:could|might|would)\s+be\s+(?:also|equally)\s+" + _HEDGE_ADJECTIVE + r"\b)"
 )
 _BARE = re.compile(r"(?:(?:option|choice|letter)\s+)?[\(\[]?[A-Ea-e][\)\]]?[.:]?", re.IGNORECASE)
 _LEADING = re.compile(
@@ -163,7 +176,12 @@ def _committed_letter(text: str) -> str | None:
         alone = _BARE.fullmatch(first_line) is not None
         if (letter.isupper() or alone) and not _ALTERNATIVE.match(first_line, leading.end(1)):
             candidates.add(letter.upper())
-    return candidates.pop() if len(candidates) == 1 else None
+    if len(candidates) != 1:
+        return None
+    letter = candidates.pop()
+    if any(other != letter for other in _HEDGE.findall(text)):
+        return None  # "B, but C is also acceptable": two options endorsed
+    return letter
 
 
 @register_filter("radsafe_strict_letter")
