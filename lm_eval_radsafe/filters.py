@@ -87,7 +87,7 @@ _ALTERNATIVE = re.compile(
 _HEDGE_ADJECTIVE = r"(?:correct|acceptable|reasonable|right|valid|defensible|appropriate|plausible|possible|justified)"
 _HEDGE = re.compile(
     # the letter, at most a short parenthesis ("C (MRI)"), then the verb: "A CT is also..." is an article
-    r"(?<![A-Za-z0-9])[\(\[]?([A-E])[\)\]]?(?: ?\([^)\n]{0,30}\))?\s+"
+    r"(?<![A-Za-z0-9])[\(\[]?([A-E])[\)\]]?(?: ?\([^()\n]{0,30}\))?\s+"
     r"(?i:(?:is|are|seems?)\s+(?:also|equally)\s+" + _HEDGE_ADJECTIVE + r"\b"
     r"|\b(?:could|might|would)\s+(?:also|equally)\s+be\s+(?:" + _HEDGE_ADJECTIVE[3:-1] + r"|argued|considered|chosen|defended)\b"
     r"|\b(?:could|might|would)\s+be\s+(?:also|equally)\s+" + _HEDGE_ADJECTIVE + r"\b)"
@@ -179,7 +179,8 @@ def _committed_letter(text: str) -> str | None:
     if len(candidates) != 1:
         return None
     letter = candidates.pop()
-    if any(other != letter for other in _HEDGE.findall(text)):
+    hedged = ("also" in lowered or "equally" in lowered) and any(other != letter for other in _HEDGE.findall(text))
+    if hedged:
         return None  # "B, but C is also acceptable": two options endorsed
     return letter
 

@@ -259,7 +259,7 @@ ADVERSARIAL = {
     "repeated JSON answer keys": lambda n: '{"answer": "' * (n // 12),
     "repeated final_answer keys": lambda n: '"final_answer"' * (n // 14),
     "repeated bracketed letters": lambda n: "(B) " * (n // 4),
-    "answer, then repeated hedge openings": lambda n: "Answer: B. " + "C (" * (n // 3),
+    "answer, then repeated hedge openings": lambda n: "Answer: B. C is also " + "C (" * (n // 3),
     "answer, then repeated hedge verbs": lambda n: "Answer: B. C " + "could also " * (n // 11),
     "repeated open brackets": lambda n: "Ultrasound (" * (n // 12),
     "repeated boxed openings": lambda n: "\\boxed{\\mathrm{" * (n // 15),
