@@ -622,7 +622,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         n = max(done["n_items"], 1)
         print(
             f"agentic reports: {done['n_items']} ({done['built']} built, {done['kept']} kept) by {done['agent']['model']}; "
-            f"{done['fallback_plans']} fell back to question+options; per item {done['calls'] / n:.1f} calls, "
+            f"{done['fallback_plans']} fell back to question+options; calls by decoding "
+            f"{', '.join(f'{mode} {count}' for mode, count in done['decoding'].items()) or 'none'}; per item {done['calls'] / n:.1f} calls, "
             f"{(done['prompt_tokens'] + done['completion_tokens']) / n:,.0f} tokens, {done['seconds'] / n:.1f} s"
         )
     print(f"prepared: {args.out} ({manifest['prepared_fingerprint']})")

@@ -282,7 +282,7 @@ def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.Datase
 
 def _agentic_provenance(prepared: Any) -> dict[str, Any]:
     """Who built the agent reports and what they cost in total (never an endpoint or key)."""
-    from lm_eval_radsafe.retrieval.agentic import REPORTS_FILE, cost_totals
+    from lm_eval_radsafe.retrieval.agentic import REPORTS_FILE, cost_totals, decoding_counts
 
     records = list(prepared.agentic_reports().values())
     return {
@@ -291,6 +291,7 @@ def _agentic_provenance(prepared: Any) -> dict[str, Any]:
         "agent": records[0]["agent"] if records else None,
         "n_items": len(records),
         "fallback_plans": sum(bool(r["fallback_plan"]) for r in records),
+        "decoding": decoding_counts(records),
         **cost_totals(records),
     }
 

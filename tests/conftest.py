@@ -94,11 +94,12 @@ class ScriptedChat:
     calls the first passage shown supporting and the rest contradicting. Counts its calls."""
 
     name = "scripted-agent"
+    decoding = "prompted"  # free replies (a plain list of queries per option in plans)
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def chat(self, messages: list[dict[str, str]], max_tokens: int):
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, schema=None):
         from lm_eval_radsafe.retrieval.agentic import ChatReply
 
         self.calls += 1

@@ -372,9 +372,10 @@ def test_prepare_cli_stops_on_a_failing_endpoint_and_keeps_the_built_reports(
     calls = {"n": 0}
 
     def fails_on_second_item(path: str, body: dict) -> tuple[int, dict] | dict:
-        calls["n"] += 1
-        if "Question:" in body["messages"][-1]["content"] and body["messages"][0]["content"].startswith("You plan") and calls["n"] > 1:
-            return 400, {"error": {"message": "model not found"}}
+        if body["messages"][0]["content"].startswith("You plan"):
+            calls["n"] += 1  # plans: one per item
+            if calls["n"] > 1:
+                return 400, {"error": {"message": "model not found"}}
         return chat_reply(good_agent)(path, body)
 
     args = ["prepare", "--dataset", str(FIXTURE), "--corpus", "demo", "--out", str(tmp_path), "--k", "20",
@@ -387,3 +388,82 @@ def test_prepare_cli_stops_on_a_failing_endpoint_and_keeps_the_built_reports(
     with JsonServer(chat_reply(good_agent)) as server:
         assert main([*args, "--agent-base-url", server.url]) == 0
     assert "agentic reports: 3 (2 built, 1 kept)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- schema-shaped replies
+
+
+def schema_agent(messages: list[dict]) -> str:
+    """Replies as a server constraining decoding to the schemas would: plans with queries
+    for and against each option, readings with ids from those shown (and one that was not)."""
+    system, user = messages[0]["content"], messages[-1]["content"]
+    if system.startswith("You plan"):
+        return json.dumps({o.letter: {"for": [f"{o.text} acute stroke"], "against": [f"{o.text} not indicated"]} for o in ITEM.options})
+    ids = [line.split('"')[1] for line in user.splitlines() if line.startswith("<passage id=")]
+    return json.dumps({"supporting": ids[:1], "contradicting": ["p-unknown"], "refine": []})
+
+
+def test_the_schemas_are_sent_and_replies_recorded_as_constrained(tmp_path: Path) -> None:
+    from lm_eval_radsafe.retrieval.agent_schemas import JSON_SCHEMA, plan_schema
+    from lm_eval_radsafe.retrieval.agentic import build_reports
+
+    with JsonServer(chat_reply(schema_agent)) as server:
+        retriever = get_retriever("bm25")
+        retriever.index(list(PASSAGES), list(PASSAGES.values()))
+        client = OpenAIChatClient(base_url=server.url, model="fake-agent")
+        builder = AgenticBuilder(client, retriever.search, PASSAGES.__getitem__, lambda c: c, AgentSettings(hits_per_query=2))
+        summary = build_reports(tmp_path, [ITEM], builder, "sha256:x", progress=False)
+    probe, plan, *reads = server.requests
+    assert probe["response_format"]["json_schema"]["name"] == "probe"
+    assert plan["response_format"] == {"type": "json_schema", "json_schema": {"name": "plan", "schema": plan_schema("ABCD"), "strict": True}}
+    for read in reads:  # the reader may name only the passages it was shown
+        shown = [line.split('"')[1] for line in read["messages"][-1]["content"].splitlines() if line.startswith("<passage id=")]
+        schema = read["response_format"]["json_schema"]["schema"]
+        assert schema["properties"]["supporting"]["items"]["enum"] == shown
+        assert schema["required"] == ["supporting", "contradicting", "refine"] and not schema["additionalProperties"]
+    (record,) = [json.loads(line) for line in (tmp_path / REPORTS_FILE).read_text().splitlines()]
+    assert record["agent"]["decoding"] == JSON_SCHEMA == summary["agent"]["decoding"]
+    assert {step["decoding"] for step in record["trace"] if "model" in step} == {JSON_SCHEMA}
+    searches = [step for step in record["trace"] if step["step"] == "search"]
+    assert [(s["option"], s["direction"]) for s in searches][:2] == [("A", "for"), ("A", "against")]
+    assert not record["fallback_plan"]
+    assert record["unknown_ids"] == len(reads) == summary["unknown_ids"]  # "p-unknown" dropped, counted
+    assert "p-unknown" not in record["report"]
+    assert summary["decoding"] == {JSON_SCHEMA: 1 + len(reads)}
+
+
+def test_a_server_refusing_response_format_gets_prompted_replies_recorded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lm_eval_radsafe.retrieval.agent_schemas import PROMPTED
+    from lm_eval_radsafe.retrieval.agentic import build_reports
+
+    def no_structured_output(path: str, body: dict) -> tuple[int, dict] | dict:
+        if "response_format" in body:
+            return 400, {"error": {"message": "Unknown field: response_format"}}
+        return chat_reply(good_agent)(path, body)
+
+    with JsonServer(no_structured_output) as server:
+        retriever = get_retriever("bm25")
+        retriever.index(list(PASSAGES), list(PASSAGES.values()))
+        client = OpenAIChatClient(base_url=server.url, model="fake-agent")
+        builder = AgenticBuilder(client, retriever.search, PASSAGES.__getitem__, lambda c: c, AgentSettings(hits_per_query=2))
+        summary = build_reports(tmp_path, [ITEM], builder, "sha256:x", progress=False)
+    # one refused probe, its plain resend, then plain requests only
+    assert ["response_format" in body for body in server.requests] == [True] + [False] * (len(server.requests) - 1)
+    assert client.decoding == PROMPTED and "Unknown field: response_format" in client.refused
+    assert "refused structured output" in caplog.text
+    (record,) = [json.loads(line) for line in (tmp_path / REPORTS_FILE).read_text().splitlines()]
+    assert record["agent"]["decoding"] == PROMPTED and summary["decoding"] == {PROMPTED: record["calls"]}
+    assert not record["fallback_plan"]  # a free reply in the old shape (a list of queries per option) still plans
+
+
+def test_schema_examples_follow_the_schemas() -> None:
+    from lm_eval_radsafe.retrieval.agent_schemas import example, plan_schema, reading_schema
+    from lm_eval_radsafe.retrieval.agentic import PLANNER_SYSTEM, READER_SYSTEM
+
+    plan = json.loads(example(plan_schema("AB")))
+    assert plan == {"A": {"for": ["query"], "against": ["query"]}, "B": {"for": ["query"], "against": ["query"]}}
+    four = json.loads(example(plan_schema("ABCD")))
+    assert AgenticBuilder._valid_plan(four, ITEM) == {letter: [("for", "query"), ("against", "query")] for letter in "ABCD"}
+    assert AgenticBuilder._valid_plan({**four, "B": {"for": [], "against": ["q"]}}, ITEM) is None  # no query for B
+    assert json.loads(example(reading_schema(["p1", "p2"]))) == {"supporting": ["p1"], "contradicting": ["p1"], "refine": ["query"]}
+    assert example(plan_schema("AB")) in PLANNER_SYSTEM and example(reading_schema(["id"])) in READER_SYSTEM
