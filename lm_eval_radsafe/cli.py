@@ -590,7 +590,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             max_refinements=args.agent_max_refinements,
         )
         try:
-            client = make_client(args.agent_model, args.agent_base_url, args.agent_gguf_file)
+            client = make_client(args.agent_model, args.agent_base_url, args.agent_gguf_file, args.agent_decoding)
         except (FileNotFoundError, OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -755,6 +755,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agentic.add_argument("--agent-base-url", help="OpenAI-compatible endpoint ending in /v1 (or $RADSAFE_AGENT_BASE_URL); key: $OPENAI_API_KEY")
     agentic.add_argument("--agent-gguf-file", help="GGUF file inside the hf: folder")
+    agentic.add_argument(
+        "--agent-decoding",
+        choices=("auto", "json_schema", "prompted"),
+        default="auto",
+        help="json_schema: replies constrained to the agent's JSON Schemas (a server's response_format; in process, "
+        "xgrammar from the agent extra); prompted: the schema's example in the prompt only; auto (default): json_schema "
+        "where available, else prompted, recorded in the trace and manifest",
+    )
     agentic.add_argument("--agent-max-calls", type=int, default=12, help="LLM calls per item (default: %(default)s)")
     agentic.add_argument("--agent-max-tokens", type=int, default=256, help="reply tokens per call (default: %(default)s)")
     agentic.add_argument("--agent-max-passages", type=int, default=20, help="distinct passages per item (default: %(default)s)")

@@ -21,6 +21,8 @@ JSON_SCHEMA = "json_schema"  # the server constrained the reply to the schema
 PROMPTED = "prompted"  # the schema's example was in the prompt; the reply is free text
 DECODING_MODES = (JSON_SCHEMA, PROMPTED)
 
+#: the string the prompts' examples show; a reply that copies it has not written a query
+PLACEHOLDER = "query"
 #: per option: queries for it (at least one) and against it
 MAX_FOR, MAX_AGAINST = 2, 1
 MAX_REFINE = 2
@@ -48,7 +50,7 @@ def plan_schema(letters: Sequence[str]) -> dict[str, Any]:
 
 def reading_schema(passage_ids: Sequence[str]) -> dict[str, Any]:
     """The reader's reply about the passages ``passage_ids`` for one option."""
-    ids = {"type": "array", "items": {"type": "string", "enum": list(passage_ids)}}
+    ids = {"type": "array", "items": {"type": "string", "enum": list(passage_ids)}, "maxItems": len(passage_ids)}
     return {
         "type": "object",
         "properties": {"supporting": ids, "contradicting": ids, "refine": _queries(0, MAX_REFINE)},
@@ -58,7 +60,7 @@ def reading_schema(passage_ids: Sequence[str]) -> dict[str, Any]:
 
 
 def example(schema: dict[str, Any]) -> str:
-    """A short JSON instance of ``schema`` for a prompt (strings become ``"query"``, enums
+    """A short JSON instance of ``schema`` for a prompt (strings become :data:`PLACEHOLDER`, enums
     their first value, arrays as many items as they need at least, or one)."""
 
     def instance(node: dict[str, Any]) -> Any:
@@ -68,7 +70,7 @@ def example(schema: dict[str, Any]) -> str:
             return [instance(node["items"]) for _ in range(max(1, node.get("minItems", 0)))]
         if "enum" in node:
             return node["enum"][0]
-        return "query"
+        return PLACEHOLDER
 
     return json.dumps(instance(schema))
 

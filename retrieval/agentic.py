@@ -39,6 +39,7 @@ from lm_eval_radsafe.retrieval.agent_schemas import (
     MAX_AGAINST,
     MAX_FOR,
     MAX_REFINE,
+    PLACEHOLDER,
     PROMPTED,
     example,
     plan_schema,
@@ -117,8 +118,12 @@ class HFChatClient:
     the reply holds a complete one (what the agent would parse; the rest is never read).
     """
 
-    def __init__(self, pretrained: str, gguf_file: str | None = None, device: str = "cpu", stop_at_json: bool = True) -> None:
+    def __init__(
+        self, pretrained: str, gguf_file: str | None = None, device: str = "cpu", stop_at_json: bool = True, decoding: str = "auto"
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.decoding = _hf_decoding(decoding)
 
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained, **kwargs)
@@ -129,10 +134,22 @@ class HFChatClient:
         self.window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.stop_at_json = stop_at_json
         self.name = f"hf:{gguf_file or pretrained}"
-        self.decoding = PROMPTED
+        self._grammar: Any = None  # xgrammar's compiler for this tokenizer, made on first use
+
+    def _constraint(self, schema: dict[str, Any]) -> Any:
+        """A logits processor that lets the model write only JSON matching ``schema``."""
+        import xgrammar
+
+        if self._grammar is None:
+            vocab = int(getattr(self.model.config, "vocab_size", 0) or len(self.tokenizer))
+            self._grammar = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab))
+        compiled = self._grammar.compile_json_schema(json.dumps(schema), any_whitespace=False)
+        return xgrammar.contrib.hf.LogitsProcessor(compiled)
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int, schema: tuple[str, dict[str, Any]] | None = None) -> ChatReply:
-        """Greedy reply to ``messages``; ``schema`` is shown in the prompt only (free decoding)."""
+        """Greedy reply to ``messages``; with ``schema`` and ``json_schema`` decoding, tokens
+        are drawn only where the reply can still match the schema (xgrammar), else the
+        schema is only in the prompt."""
         import torch
 
         started = time.monotonic()
@@ -143,15 +160,41 @@ class HFChatClient:
                 f"window of {self.window}; lower --agent-hits-per-query or --agent-max-passages"
             )
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        stopping = [_json_closed(self.tokenizer, ids.shape[1])] if self.stop_at_json else []
+        constrained = schema is not None and self.decoding == JSON_SCHEMA
+        # under the grammar the reply ends with the schema's outer object (an inner one is complete JSON too)
+        stopping = [_json_closed(self.tokenizer, ids.shape[1])] if self.stop_at_json and not constrained else []
+        processors = [self._constraint(schema[1])] if constrained else []
         with torch.no_grad():
             out = self.model.generate(
                 ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device), max_new_tokens=max_tokens,
-                do_sample=False, pad_token_id=pad, stopping_criteria=stopping,
+                do_sample=False, pad_token_id=pad, stopping_criteria=stopping, logits_processor=processors,
             )
         new = out[0, ids.shape[1]:]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return ChatReply(text, int(ids.shape[1]), int(new.shape[0]), time.monotonic() - started)
+        mode = JSON_SCHEMA if constrained else PROMPTED
+        return ChatReply(text, int(ids.shape[1]), int(new.shape[0]), time.monotonic() - started, mode)
+
+
+#: ``--agent-decoding`` values: ``auto`` constrains where it can (a server that takes
+#: ``response_format``; in process, when xgrammar is installed)
+AGENT_DECODING = ("auto", JSON_SCHEMA, PROMPTED)
+XGRAMMAR_HINT = "pip install 'lm-eval-radsafe[agent]' (or, CPU only: pip install --no-deps xgrammar apache-tvm-ffi)"
+
+
+def _hf_decoding(requested: str) -> str:
+    """The in-process client's mode for ``--agent-decoding``: json_schema needs xgrammar."""
+    if requested not in AGENT_DECODING:
+        raise ValueError(f"--agent-decoding {requested!r}: use {', '.join(AGENT_DECODING)}")
+    if requested == PROMPTED:
+        return PROMPTED
+    try:
+        import xgrammar  # noqa: F401
+    except ImportError:
+        if requested == JSON_SCHEMA:
+            raise ValueError(f"--agent-decoding json_schema in process needs xgrammar: {XGRAMMAR_HINT}") from None
+        logger.warning("xgrammar is not installed: the in-process agent's replies are prompted, not constrained (%s)", XGRAMMAR_HINT)
+        return PROMPTED
+    return JSON_SCHEMA
 
 
 def _json_closed(tokenizer: Any, prompt_length: int) -> Any:
@@ -196,7 +239,10 @@ class OpenAIChatClient:
         timeout: float = 120.0,
         retry_budget: float = DEFAULT_RETRY_BUDGET,
         backoff: float = 1.0,
+        decoding: str = "auto",
     ) -> None:
+        if decoding not in AGENT_DECODING:
+            raise ValueError(f"--agent-decoding {decoding!r}: use {', '.join(AGENT_DECODING)}")
         self.base_url = (base_url or os.environ.get("RADSAFE_AGENT_BASE_URL") or "").rstrip("/")
         self.model = model or os.environ.get("RADSAFE_AGENT_MODEL") or ""
         if not self.base_url or not self.model:
@@ -207,7 +253,8 @@ class OpenAIChatClient:
         self.stats = EndpointStats()
         self._log = RetryLog(f"agent endpoint {self.base_url}")
         self.name = f"openai:{self.model}"
-        self.decoding = JSON_SCHEMA
+        self.decoding = PROMPTED if decoding == PROMPTED else JSON_SCHEMA
+        self._insist = decoding == JSON_SCHEMA  # no fallback: a refusal is an error
         #: the server's answer when it refused ``response_format`` (then replies are prompted)
         self.refused: str | None = None
 
@@ -228,7 +275,7 @@ class OpenAIChatClient:
             try:
                 return self._chat(messages, max_tokens, response_format(*schema))
             except AgentEndpointError as exc:
-                if not isinstance(exc.__cause__, RequestRejected):
+                if not isinstance(exc.__cause__, RequestRejected) or self._insist:
                     raise
                 reply = self._chat(messages, max_tokens, None)
                 self.decoding, self.refused = PROMPTED, str(exc)
@@ -380,7 +427,8 @@ class AgenticBuilder:
         if plan is None:
             result.fallback_plan = True
             plan = {o.letter: [("for", f"{item.question} {o.text}")] for o in item.options}
-            result.trace.append({"step": "plan", "fallback": "no parseable plan: searching the question and options"})
+            result.trace.append({"step": "plan", "fallback": "no usable plan (unparseable, or an option without a query of "
+                                 "its own): searching the question and options"})
         used: list[str] = []
         found: dict[str, list[str]] = {o.letter: [] for o in item.options}
         for letter, queries in plan.items():
@@ -451,11 +499,15 @@ class AgenticBuilder:
         cleaned = {}
         for option in item.options:
             given = plan.get(option.letter)
+
+            def written(value: Any) -> list[str]:  # the example's placeholder copied is not a query
+                return [q for q in _strings(value) if q.lower() != PLACEHOLDER]
+
             if isinstance(given, dict):
-                pairs = [("for", q) for q in _strings(given.get("for"))[:MAX_FOR]]
-                pairs += [("against", q) for q in _strings(given.get("against"))[:MAX_AGAINST]]
+                pairs = [("for", q) for q in written(given.get("for"))[:MAX_FOR]]
+                pairs += [("against", q) for q in written(given.get("against"))[:MAX_AGAINST]]
             else:
-                pairs = [("for", q) for q in _strings(given)[: MAX_FOR + MAX_AGAINST]]
+                pairs = [("for", q) for q in written(given)[: MAX_FOR + MAX_AGAINST]]
             if not any(direction == "for" for direction, _ in pairs):
                 return None
             cleaned[option.letter] = pairs
@@ -493,7 +545,7 @@ class AgenticBuilder:
 
         parts = ["Evidence report (agentic retrieval)"]
         if fallback:
-            parts[0] += "\nThe planner's reply could not be parsed; searches used the question and the option texts."
+            parts[0] += "\nThe planner's reply was not a usable plan; searches used the question and the option texts."
         for option, finding in zip(item.options, findings):
             lines = [f"Option {option.letter}: {option.text}"]
             lines += [f"{FINDINGS[kind]}: {cite(finding[kind])}" for kind in FINDINGS if kind != "unclassified" or finding[kind]]
@@ -659,18 +711,19 @@ def load_reports(folder: Path, item_ids: Sequence[str], prepared_fingerprint: st
     return {i: records[i] for i in item_ids}
 
 
-def make_client(spec: str, base_url: str | None = None, gguf_file: str | None = None) -> ChatClient:
+def make_client(spec: str, base_url: str | None = None, gguf_file: str | None = None, decoding: str = "auto") -> ChatClient:
     """The agent's LLM from ``--agent-model``: ``smollm2`` (the bundled SmolLM2 GGUF),
     ``hf:<folder or hub id>`` (with ``gguf_file`` for a GGUF), or ``openai:<served name>``
-    (with ``base_url`` or ``$RADSAFE_AGENT_BASE_URL``)."""
+    (with ``base_url`` or ``$RADSAFE_AGENT_BASE_URL``); ``decoding`` from
+    ``--agent-decoding`` (:data:`AGENT_DECODING`)."""
     if spec == "smollm2":
         from lm_eval_radsafe.assets import bundled_model
 
         folder, name = bundled_model()
-        return HFChatClient(str(folder), name)
+        return HFChatClient(str(folder), name, decoding=decoding)
     kind, _, name = spec.partition(":")
     if kind == "hf" and name:
-        return HFChatClient(name, gguf_file)
+        return HFChatClient(name, gguf_file, decoding=decoding)
     if kind == "openai" and name:
-        return OpenAIChatClient(base_url=base_url, model=name)
+        return OpenAIChatClient(base_url=base_url, model=name, decoding=decoding)
     raise ValueError(f"--agent-model {spec!r}: use smollm2, hf:<folder or hub id> or openai:<served model name>")

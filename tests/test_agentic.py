@@ -136,7 +136,7 @@ def test_garbage_plan_falls_back_to_question_and_options(builder_for) -> None:
     assert result.fallback_plan
     queries = [t["query"] for t in result.trace if t["step"] == "search"]
     assert queries == [f"{ITEM.question} {o.text}" for o in ITEM.options]
-    assert "could not be parsed" in result.report
+    assert "was not a usable plan" in result.report
     assert "Retrieved, not classified" in result.report  # the reader's garbage is not guessed either
 
 
@@ -463,7 +463,9 @@ def test_schema_examples_follow_the_schemas() -> None:
     plan = json.loads(example(plan_schema("AB")))
     assert plan == {"A": {"for": ["query"], "against": ["query"]}, "B": {"for": ["query"], "against": ["query"]}}
     four = json.loads(example(plan_schema("ABCD")))
-    assert AgenticBuilder._valid_plan(four, ITEM) == {letter: [("for", "query"), ("against", "query")] for letter in "ABCD"}
-    assert AgenticBuilder._valid_plan({**four, "B": {"for": [], "against": ["q"]}}, ITEM) is None  # no query for B
+    real = {letter: {"for": [f"{letter} first"], "against": [f"{letter} second"]} for letter in "ABCD"}
+    assert AgenticBuilder._valid_plan(real, ITEM) == {letter: [("for", f"{letter} first"), ("against", f"{letter} second")] for letter in "ABCD"}
+    assert AgenticBuilder._valid_plan({**real, "B": {"for": [], "against": ["q"]}}, ITEM) is None  # no query for B
+    assert AgenticBuilder._valid_plan(four, ITEM) is None  # the example copied: no query of its own
     assert json.loads(example(reading_schema(["p1", "p2"]))) == {"supporting": ["p1"], "contradicting": ["p1"], "refine": ["query"]}
     assert example(plan_schema("AB")) in PLANNER_SYSTEM and example(reading_schema(["id"])) in READER_SYSTEM
