@@ -215,3 +215,34 @@ def test_demo_names_a_prepared_folder_it_cannot_use(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing'}: no manifest.json; build it with " \
         f"`radsafe prepare --dataset ... --corpus ... --out {tmp_path / 'missing'}`"
     assert "Traceback" not in result.stderr
+
+
+def test_smollm2_agent_replies_are_constrained_to_the_schemas(tmp_path: Path) -> None:
+    """With xgrammar (make installs it) SmolLM2's plan and readings are JSON of the schemas'
+    shape, whatever their content, and the trace, identity and manifest say json_schema."""
+    pytest.importorskip("xgrammar")
+    from importlib import resources
+
+    demo_file = Path(str(resources.files("lm_eval_radsafe") / "data" / "demo" / "radsafe_demo.jsonl"))
+    one = tmp_path / "one.jsonl"
+    one.write_text(demo_file.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
+    prepared = tmp_path / "prepared"
+    result = run("prepare", "--dataset", str(one), "--corpus", "demo", "--out", str(prepared), "--agentic", "--agent-model", "smollm2",
+                 "--agent-decoding", "json_schema", "--agent-max-tokens", "160", "--agent-hits-per-query", "1", "--agent-max-calls", "3",
+                 "--agent-max-refinements", "0")
+    assert "calls by decoding json_schema 3" in result.stdout
+    (record,) = [json.loads(line) for line in (prepared / "agentic.jsonl").read_text().splitlines()]
+    (item,) = load_items(one).items
+    plan, *reads = [step for step in record["trace"] if "model" in step]
+    assert record["agent"]["decoding"] == "json_schema" and {s["decoding"] for s in [plan, *reads]} == {"json_schema"}
+    shaped = json.loads(plan["reply"])  # the whole reply is the plan: nothing around it
+    assert sorted(shaped) == list(item.letters)
+    assert all(sorted(v) == ["against", "for"] and 1 <= len(v["for"]) <= 2 and len(v["against"]) <= 1 for v in shaped.values())
+    for read in reads:
+        letter = read["step"].split()[1]
+        shown = {h for s in record["trace"] if s["step"] == "search" and s["option"] == letter for h in s["hits"]}
+        reading = json.loads(read["reply"])
+        assert sorted(reading) == ["contradicting", "refine", "supporting"]
+        assert set(reading["supporting"]) | set(reading["contradicting"]) <= shown
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["agentic"]["decoding"] == {"json_schema": 3} and manifest["agentic"]["unknown_ids"] == 0
