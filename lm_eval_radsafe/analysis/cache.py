@@ -10,6 +10,9 @@ themselves (question, options, labels) are not cached; they are read from one sa
 per dataset, as before. The cache lives in ``$RADSAFE_CACHE/report`` (see
 :func:`lm_eval_radsafe.paths.cache_root`) and needs ``msgspec`` (the ``report`` extra);
 without it every report parses every file.
+
+Finished reports are kept too (:class:`ReportStore`, ``$RADSAFE_CACHE/report/outputs``),
+keyed by :func:`report_key`, so the same report asked again is written from its copy.
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ class ReportStore:
         if not self.enabled:
             return
         target = self.folder / key[:2] / key
+        staging: Path | None = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=target.parent, suffix=".tmp"))
@@ -178,5 +182,5 @@ class ReportStore:
             os.replace(staging, target)
         except OSError as exc:
             logger.warning("report cache: cannot keep the report in %s (%s)", target, exc)
-            if "staging" in locals():
+            if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
