@@ -459,7 +459,7 @@ def test_a_second_report_over_unchanged_runs_is_written_from_the_report_cache(
     options = {"n_boot": 30, "progress": False}
     with caplog.at_level(logging.WARNING, logger="lm_eval_radsafe"):
         first = make_report([folder], tmp_path / "a", ("png",), leaderboard=True, **options)
-    warned = [r.getMessage() for r in caplog.records if "abstention" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "(>= 95%)" in r.getMessage()]
     assert len(warned) == 2  # the mute model's two runs
     assert not first.reused and "leaderboard.json" in first.written and "figures/accuracy_vs_high_risk.png" in first.written
     built = []
@@ -472,7 +472,7 @@ def test_a_second_report_over_unchanged_runs_is_written_from_the_report_cache(
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
     assert second.meta == json.loads((tmp_path / "a" / "summary.json").read_text())["meta"]
     assert "written again from the report cache" in caplog.text
-    assert [r.getMessage() for r in caplog.records if "abstention" in r.getMessage()] == warned
+    assert [r.getMessage() for r in caplog.records if "(>= 95%)" in r.getMessage()] == warned
     monkeypatch.undo()
     monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
     assert not make_report([folder], tmp_path / "c", ("png",), leaderboard=True, n_boot=30, seed=7, progress=False).reused
