@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lm_eval_radsafe.filters import NULL
@@ -54,7 +54,11 @@ class VoteStats:
 
 def majority_vote(ballots: Sequence[str]) -> str:
     """NULL-aware majority of ``ballots`` (letters or ``"NULL"``); empty input is NULL."""
-    counts = Counter(ballots)
+    return majority_of_counts(Counter(ballots))
+
+
+def majority_of_counts(counts: Mapping[str, int]) -> str:
+    """:func:`majority_vote` from the ballots' counts (ballot -> count)."""
     if not counts:
         return NULL
     top = max(counts.values())
@@ -98,18 +102,19 @@ def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
     if not letters:
         raise ValueError(f"item {item.id!r}: no samples to vote on")
     valid_letters = item.letters
-    ballots = [x if x in valid_letters else NULL for x in letters]
+    allowed = frozenset(valid_letters)  # whole ballots only: "" or "AB" is not a letter of "ABCD"
+    ballots = [x if x in allowed else NULL for x in letters]
     k = len(ballots)
     counts = Counter(ballots)
-    majority = majority_vote(ballots)
+    majority = majority_of_counts(counts)
     ordered = sorted(counts.values(), reverse=True)
     top = ordered[0]
     runner_up = ordered[1] if len(ordered) > 1 else 0
     entropy = -sum((c / k) * math.log(c / k) for c in counts.values())
     confidence = 1.0 - entropy / math.log(len(valid_letters) + 1)
     low, high = wilson_interval(top, k)
-    valid = [b for b in ballots if b != NULL]
-    correct_valid = sum(b == item.answer for b in valid)
+    n_valid = k - counts.get(NULL, 0)
+    correct_valid = counts.get(item.answer, 0)  # the answer is one of the item's letters, never NULL
     return VoteStats(
         n_samples=k,
         counts=dict(sorted(counts.items())),
@@ -120,8 +125,8 @@ def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
         confidence=confidence,
         wilson_low=low,
         wilson_high=high,
-        n_valid=len(valid),
+        n_valid=n_valid,
         null_rate=counts.get(NULL, 0) / k,
-        robustness=correct_valid / len(valid) if valid else 0.0,
+        robustness=correct_valid / n_valid if n_valid else 0.0,
         synchronized_failure=synchronized_failure(ballots, item.answer),
     )

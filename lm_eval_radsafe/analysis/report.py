@@ -313,22 +313,93 @@ def write_report(report: Report, out: str | Path, figure_formats: tuple[str, ...
         _write_csv(out / "rules.csv", report.rules["rows"], RULES_COLUMNS)
         _write_csv(out / "rules_mcnemar.csv", report.rules["mcnemar"], MCNEMAR_COLUMNS)
         written["rules.csv"], written["rules_mcnemar.csv"] = out / "rules.csv", out / "rules_mcnemar.csv"
-    embedded: dict[str, str] = {}
-    if figure_formats:
-        import matplotlib.pyplot as plt
+    if not figure_formats:
+        (out / "report.html").write_text(render_html(report, {}), encoding="utf-8")
+        written["report.html"] = out / "report.html"
+        return written
+    import markupsafe
 
-        for name, fig in _figures(report).items():
-            for ext in figure_formats:
-                path = out / "figures" / f"{name}.{ext}"
-                fig.savefig(path, dpi=130)
-                written[f"figures/{name}.{ext}"] = path
-            plt.close(fig)
-            shown = out / "figures" / f"{name}.{figure_formats[0] if 'png' not in figure_formats else 'png'}"
-            kind = "png" if shown.suffix == ".png" else "svg+xml"
-            embedded[name] = f"data:image/{kind};base64," + base64.b64encode(shown.read_bytes()).decode("ascii")
-    (out / "report.html").write_text(render_html(report, embedded), encoding="utf-8")
+    # figures are drawn in a child process while this one renders the page around them
+    drawing = _FigureDrawing(report, out / "figures", figure_formats)
+    page = _render_page(report, markupsafe.Markup(_FIGURES_MARK))
+    embedded: dict[str, str] = {}
+    for name, shown in drawing.result():
+        for ext in figure_formats:
+            written[f"figures/{name}.{ext}"] = out / "figures" / f"{name}.{ext}"
+        kind = "png" if shown.endswith(".png") else "svg+xml"
+        embedded[name] = f"data:image/{kind};base64," + base64.b64encode((out / "figures" / shown).read_bytes()).decode("ascii")
+    page = page.replace(_FIGURES_MARK, _figures_html(embedded), 1)
+    (out / "report.html").write_text(page, encoding="utf-8")
     written["report.html"] = out / "report.html"
     return written
+
+
+#: where report.html's figures go while they are being drawn (an HTML comment: never in a table)
+_FIGURES_MARK = "<!--radsafe:figures-->"
+
+
+def draw_figures(report: Report, folder: Path, formats: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Draw each figure of ``report`` once and save it in each of ``formats`` under
+    ``folder``; returns (name, the file report.html embeds: the PNG, else the SVG)."""
+    import matplotlib.pyplot as plt
+
+    made = []
+    for name, fig in _figures(report).items():
+        for ext in formats:
+            fig.savefig(folder / f"{name}.{ext}", dpi=130)
+        plt.close(fig)
+        made.append((name, f"{name}.{'png' if 'png' in formats else formats[0]}"))
+    return made
+
+
+def _draw_in_child(connection: Any, report: Report, folder: Path, formats: tuple[str, ...]) -> None:
+    """Body of the figure process: the drawn figures, or the error, sent back to the parent."""
+    try:
+        connection.send(("ok", draw_figures(report, folder, formats)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        connection.close()
+
+
+class _FigureDrawing:
+    """:func:`draw_figures` in a forked process (where ``fork`` exists: Linux), so figures
+    are drawn while the parent writes the tables and renders the page; elsewhere, or when
+    the process cannot start, drawn here when the result is asked for."""
+
+    def __init__(self, report: Report, folder: Path, formats: tuple[str, ...]) -> None:
+        import multiprocessing
+        import sys
+
+        self._args = (report, folder, formats)
+        self._process: Any = None
+        folder.mkdir(parents=True, exist_ok=True)
+        if not sys.platform.startswith("linux"):
+            return
+        try:
+            context = multiprocessing.get_context("fork")
+            self._receive, send = context.Pipe(duplex=False)
+            self._process = context.Process(target=_draw_in_child, args=(send, *self._args), daemon=True)
+            self._process.start()
+            send.close()
+        except (OSError, ValueError) as exc:
+            logger.debug("figures drawn in this process (no figure process: %s)", exc)
+            self._process = None
+
+    def result(self) -> list[tuple[str, str]]:
+        """(name, embedded file) of each figure drawn; raises what drawing raised."""
+        if self._process is None:
+            return draw_figures(*self._args)
+        try:
+            status, value = self._receive.recv()
+        except EOFError:
+            status, value = "error", f"the figure process ended with exit code {self._process.exitcode}"
+        finally:
+            self._process.join()
+            self._receive.close()
+        if status != "ok":
+            raise RuntimeError(f"drawing the report's figures failed: {value}")
+        return value
 
 
 @dataclass
@@ -489,15 +560,32 @@ def tests_shown(tests: list[dict[str, Any]], conditions: list[str]) -> tuple[lis
 
 
 def render_html(report: Report, figures: dict[str, str]) -> str:
-    """The self-contained HTML report (figures inline as PNG); every number is formatted by
-    its metric's spec (:mod:`lm_eval_radsafe.metric_specs`) and every table shows n."""
+    """The self-contained HTML report with ``figures`` (name -> data URI) inline; every
+    number is formatted by its metric's spec (:mod:`lm_eval_radsafe.metric_specs`) and
+    every table shows n."""
+    return _render_page(report, _figures_html(figures))
+
+
+def _environment() -> Any:
     import jinja2
 
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+
+
+def _figures_html(figures: dict[str, str]) -> Any:
+    """The page's figures section (nothing when there are no figures)."""
+    import markupsafe
+
+    return markupsafe.Markup(_environment().get_template("figures.html.j2").render(figures=figures))
+
+
+def _render_page(report: Report, figures_html: Any) -> str:
+    """report.html around ``figures_html`` (markup: the figures section, or a mark for it)."""
+    env = _environment()
     env.filters["pct"] = _fmt
     env.filters["num"] = lambda v: _fmt(v, percent=False)
     env.filters["metric"] = _metric_value
@@ -545,7 +633,7 @@ def render_html(report: Report, figures: dict[str, str]) -> str:
         scaling=[s for s in report.scaling if s["metric"] in ("accuracy", "high_risk_error", "sc_accuracy", "dangerous_overconfidence")],
         variance=report.variance,
         decoupling=report.decoupling,
-        figures=figures,
+        figures_html=figures_html,
         rules=_rules_view(report.rules),
         drill=sorted(drill.items()),
         items=report.items,

@@ -632,14 +632,21 @@ def _start_worker(items: dict[tuple[str, str], Item]) -> None:
     _WORKER_ITEMS.update(items)
 
 
-def _parse_job(job: tuple[Path, str]) -> Parsed:
+def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed, bool]:
     """One samples file parsed in a worker process, its per-item values recomputed there
-    when the parent's items cover it (else the parent reads the items and recomputes)."""
-    samples_file, regime = job
+    when the parent's items cover it (else the parent reads the items and recomputes).
+    With a cache key and folder, the worker also stores the parse with its recomputed
+    values (the parent stores the others); returns the parse and whether it was stored."""
+    samples_file, regime, key, folder = job
     parsed = parse_samples(samples_file, regime)
     if all((parsed.fingerprint, item_id) in _WORKER_ITEMS for item_id in parsed.ids):
         parsed.recomputed = _recomputed(parsed, regime, _WORKER_ITEMS)
-    return parsed
+        if key and folder is not None:
+            from lm_eval_radsafe.analysis.cache import ParsedCache
+
+            ParsedCache(folder).store(key, _to_cache(parsed))
+            return parsed, True
+    return parsed, False
 
 
 #: fewer files than this are parsed in this process: starting workers would cost more
@@ -662,6 +669,7 @@ def _read_chosen(
     cache = ParsedCache(enabled=use_cache)
     parsed: dict[int, Parsed] = {}
     todo: list[tuple[int, Path, str, str | None]] = []
+    stored: set[int] = set()  # parses a worker already kept in the cache
     for i, candidate in enumerate(chosen):
         _, _, regime, samples_file, _ = _checked_task(candidate.results, candidate.results_file, candidate.task)
         key = file_key(samples_file, regime) if cache.enabled else None
@@ -679,10 +687,13 @@ def _read_chosen(
             parsed[first] = parse_samples(samples_file, regime, items)
             bar.update()
             rest = todo[1:]
+            folder = cache.folder if cache.enabled else None
             with ProcessPoolExecutor(max_workers=min(workers, len(rest)), initializer=_start_worker, initargs=(items,)) as pool:
-                jobs = [(samples_file, regime) for _, samples_file, regime, _ in rest]
-                for (i, _, _, key), result in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
+                jobs = [(samples_file, regime, key, folder) for _, samples_file, regime, key in rest]
+                for (i, _, _, _), (result, kept) in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
                     parsed[i] = result
+                    if kept:
+                        stored.add(i)
                     bar.update()
         else:
             for i, samples_file, regime, _ in todo:
@@ -690,7 +701,7 @@ def _read_chosen(
                 bar.update()
     runs = [read_task_run(c.results, c.results_file, c.task, items, parsed[i], allow_partial) for i, c in enumerate(chosen)]
     for i, _, _, key in todo:  # with the recomputed values, so a second report skips that too
-        if key:
+        if key and i not in stored:
             cache.store(key, _to_cache(parsed[i]))
     if cache.hits:
         logger.info("%d of %d runs from the parse cache (%s)", cache.hits, len(chosen), cache.folder)
