@@ -14,7 +14,7 @@ from lm_eval_radsafe.retrieval.prepare import PreparedError, _records
 from test_imports import package_modules
 
 from lm_eval_radsafe.analysis.samples import SamplesError, read_columns
-from lm_eval_radsafe.jsonl import JsonlError, JsonlNotUtf8Error, jsonl_lines, read_jsonl
+from lm_eval_radsafe.jsonl import JsonlError, JsonlNotUtf8Error, jsonl_lines, jsonl_views, read_jsonl
 from lm_eval_radsafe.loaders import DatasetError, load_items
 
 
@@ -25,6 +25,20 @@ def test_lines_carry_number_offset_and_completeness(tmp_path: Path) -> None:
     assert [(line.number, line.offset, line.complete) for line in lines] == [(1, 0, True), (2, 9, True), (3, 10, False)]
     assert [line.record() for line in lines] == [{"a": 1}, None, {"b": 2}]
     assert list(read_jsonl(path)) == [(1, {"a": 1}), (3, {"b": 2})]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 64, 1 << 22])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\n", b'{"a": 1}\n\n{"b": 2}', b'{"a": 1}\r\n{"b": "' + b"x" * 200 + b'"}\n', b"\n\n\nlast", b'{"a": 1}\n'],
+)
+def test_line_views_are_the_lines_read_one_by_one(tmp_path: Path, content: bytes, chunk_size: int) -> None:
+    """Lines as views of read chunks: same bytes, numbers and offsets as :func:`jsonl_lines`,
+    whatever the chunk size (lines longer than a chunk, a last line without newline)."""
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(content)
+    expected = [(line.number, line.offset, line.raw) for line in jsonl_lines(path)]
+    assert [(number, offset, bytes(view)) for number, offset, view in jsonl_views(path, chunk_size)] == expected
 
 
 def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm_eval_radsafe.jsonl import JsonlError, JsonlLine, jsonl_lines
+from lm_eval_radsafe.jsonl import JsonlError, JsonlLine, jsonl_views
 
 try:  # the fast path; the plain one needs nothing
     import msgspec
@@ -43,24 +43,25 @@ class Columns:
 _DECODERS: dict[tuple[str, ...], Any] = {}
 
 
-def _decoders(metric_names: tuple[str, ...]) -> tuple[Any, Any] | None:
-    """(row decoder, doc decoder) for rows carrying ``metric_names``; None without msgspec."""
+def _decoders(metric_names: tuple[str, ...]) -> Any:
+    """The row decoder (the doc's fields decoded in the same pass) for rows carrying
+    ``metric_names``; None without msgspec."""
     if msgspec is None:
         return None
     if metric_names not in _DECODERS:
         unset = msgspec.UNSET
-        row = msgspec.defstruct(
-            "SamplesRow",
-            [("filter", Any, unset), ("doc", msgspec.Raw, unset), ("filtered_resps", Any, unset)]
-            + [(name, Any, unset) for name in metric_names],
-            forbid_unknown_fields=False,
-        )
         doc = msgspec.defstruct(
             "SamplesDoc",
             [("id", str), ("answer", str), ("dataset_fingerprint", str), ("overconfidence_threshold", Any, None)],
             forbid_unknown_fields=False,
         )
-        _DECODERS[metric_names] = (msgspec.json.Decoder(row), msgspec.json.Decoder(doc))
+        row = msgspec.defstruct(
+            "SamplesRow",
+            [("filter", Any, unset), ("doc", doc, unset), ("filtered_resps", Any, unset)]
+            + [(name, Any, unset) for name in metric_names],
+            forbid_unknown_fields=False,
+        )
+        _DECODERS[metric_names] = msgspec.json.Decoder(row)
     return _DECODERS[metric_names]
 
 
@@ -80,23 +81,22 @@ def read_columns(
     :class:`SamplesError` naming file, line and field.
     """
     out = Columns(metrics={name: [] for name in metric_names})
-    decoders = _decoders(metric_names)
-    for line in jsonl_lines(path):
-        if not line.raw.strip():
+    decoder = _decoders(metric_names)
+    for number, offset, view in jsonl_views(path):
+        if view[:1] != b"{" and not bytes(view).strip():  # a row starts with "{": only other lines are copied to test
             continue
-        where = f"{path}, line {line.number}"
-        if decoders is None or not _fast(line.raw, decoders, out, wanted_filter, metric_names, kept, seen, add_item, where):
-            _plain(line, out, wanted_filter, metric_names, kept, seen, add_item, where)
+        if decoder is None or not _fast(view, decoder, out, wanted_filter, metric_names, kept, seen, add_item, path, number):
+            line = JsonlLine(path, number, offset, bytes(view))
+            _plain(line, out, wanted_filter, metric_names, kept, seen, add_item, f"{path}, line {number}")
     return out
 
 
-def _fast(line: bytes, decoders: tuple[Any, Any], out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
+def _fast(line: memoryview, decoder: Any, out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
           kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool],
-          add_item: Callable[[str, str, dict[str, Any], str], None], where: str) -> bool:
-    """Take one row through the typed decoders; False (nothing taken) if anything is off."""
-    row_decoder, doc_decoder = decoders
+          add_item: Callable[[str, str, dict[str, Any], str], None], path: Path, number: int) -> bool:
+    """Take one row through the typed decoder; False (nothing taken) if anything is off."""
     try:
-        row = row_decoder.decode(line)
+        row = decoder.decode(line)
     except msgspec.MsgspecError:
         return False
     if row.filter is msgspec.UNSET or row.doc is msgspec.UNSET:
@@ -106,12 +106,10 @@ def _fast(line: bytes, decoders: tuple[Any, Any], out: Columns, wanted_filter: s
     values = [getattr(row, name) for name in metric_names]
     if any(value is msgspec.UNSET for value in values) or row.filtered_resps is msgspec.UNSET:
         return False
-    try:
-        doc = doc_decoder.decode(row.doc)
-    except msgspec.MsgspecError:
-        return False
+    doc = row.doc
+    where = f"{path}, line {number}"
     if not seen(doc.dataset_fingerprint, doc.id):
-        add_item(doc.dataset_fingerprint, doc.id, msgspec.json.decode(row.doc), where)
+        add_item(doc.dataset_fingerprint, doc.id, msgspec.json.decode(line)["doc"], where)
     value = kept(row.filtered_resps, where)
     out.ids.append(doc.id)
     out.answers.append(doc.answer)
