@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_radsafe.analysis.cost import COST_COLUMNS, cost_table
+from lm_eval_radsafe.analysis.drawing import FigureDrawing
 from lm_eval_radsafe.analysis.questions import concentration, ensembles, worst_cases
 from lm_eval_radsafe.analysis.runs import Prefer, SizeRule, read_runs
 from lm_eval_radsafe.analysis.scaling import decoupling, load_model_cards, scaling_table, variance_decomposition
@@ -98,6 +99,7 @@ def build_report(
     rules: Rules = "ours",
     use_cache: bool = True,
     allow_partial: bool = False,
+    drawing: FigureDrawing | None = None,
 ) -> Report:
     """Read runs and compute every table of the report.
 
@@ -109,6 +111,7 @@ def build_report(
     and ``report.rules`` holds both sets of numbers side by side. ``use_cache=False``
     parses every samples file again and keeps nothing in the parse cache; ``allow_partial``
     keeps runs whose samples lack items they were asked for, marked in the report's notes.
+    ``drawing`` starts on the figures as soon as the tables they show exist.
     """
     from lm_eval_radsafe import __version__
 
@@ -137,11 +140,17 @@ def build_report(
     for message in flags.values():
         logger.warning("%s", message)
     analysis = analyse(runs, n_boot=n_boot, seed=seed)
+    cost = cost_table(runs)
+    cards = load_model_cards(model_cards) if model_cards else {}
+    if drawing is not None:
+        drawing.start(analysis, cost, cards)
     tests = paired_tests(analysis)
     worst = worst_cases(runs, items)
     if study is not None:
         tests = study_paired_tests(tests, study)
         worst = study_worst_cases(worst, items)
+    if drawing is not None:
+        drawing.give_tests(tests)
     report = Report(
         analysis=analysis,
         items=items,
@@ -149,7 +158,8 @@ def build_report(
         ties=tie_groups(analysis.rows),
         worst=worst,
         concentration=concentration(worst),
-        cost=cost_table(runs),
+        cost=cost,
+        cards=cards,
         meta={
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__,
@@ -176,7 +186,6 @@ def build_report(
     if ensemble_members:
         report.ensembles = ensembles(runs, items, ensemble_members)
     if model_cards:
-        report.cards = load_model_cards(model_cards)
         unknown = sorted(set(report.meta["models"]) - set(report.cards))
         if unknown:
             logger.warning("no model card for %s: left out of the scaling analysis", ", ".join(unknown))
@@ -243,20 +252,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | tupl
         )
 
 
-def _figures(report: Report) -> dict[str, Any]:
-    from lm_eval_radsafe.analysis import figures
-
-    made = {
-        "condition_deltas": figures.condition_deltas(report.tests),
-        "condition_deltas_sc": figures.condition_deltas(report.tests, regime="sc"),
-        "accuracy_vs_high_risk": figures.accuracy_vs_high_risk(report.analysis.rows),
-        "reliability": figures.reliability(report.analysis),
-        "scaling": figures.scaling_plot(report.analysis.rows, report.cards) if report.cards else None,
-        "cost_per_item": figures.cost_per_item(report.cost) if report.cost else None,
-    }
-    return {name: fig for name, fig in made.items() if fig is not None}
-
-
 #: figure file formats ``radsafe report --figures`` accepts (``none``: no figures at all)
 FIGURE_FORMATS = ("png", "svg")
 DEFAULT_FIGURES = ("png",)
@@ -273,11 +268,15 @@ def parse_figure_formats(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def write_report(report: Report, out: str | Path, figure_formats: tuple[str, ...] = DEFAULT_FIGURES) -> dict[str, Path]:
+def write_report(
+    report: Report, out: str | Path, figure_formats: tuple[str, ...] = DEFAULT_FIGURES, drawing: FigureDrawing | None = None,
+) -> dict[str, Path]:
     """Write summary.csv/json, paired_tests.csv, the other tables, figures and report.html.
 
     Each figure is drawn once and saved in each of ``figure_formats``; report.html embeds
-    the PNG just written (the SVG when only SVG is asked; nothing with no formats). Raises
+    the PNG just written (the SVG when only SVG is asked; nothing with no formats).
+    ``drawing``: the report's figures, started while it was built (:func:`build_report`),
+    saving into ``out/figures`` in ``figure_formats``; else they are drawn now. Raises
     :class:`MissingExtraError` before writing anything when the report extra (matplotlib,
     scipy) is not installed.
     """
@@ -319,8 +318,11 @@ def write_report(report: Report, out: str | Path, figure_formats: tuple[str, ...
         return written
     import markupsafe
 
-    # figures are drawn in a child process while this one renders the page around them
-    drawing = _FigureDrawing(report, out / "figures", figure_formats)
+    if drawing is None:
+        drawing = FigureDrawing(out / "figures", figure_formats)
+        drawing.start(report.analysis, report.cost, report.cards)
+        drawing.give_tests(report.tests)
+    # the figures are drawn in a process of their own while this one renders the page around them
     page = _render_page(report, markupsafe.Markup(_FIGURES_MARK))
     embedded: dict[str, str] = {}
     for name, shown in drawing.result():
@@ -336,70 +338,6 @@ def write_report(report: Report, out: str | Path, figure_formats: tuple[str, ...
 
 #: where report.html's figures go while they are being drawn (an HTML comment: never in a table)
 _FIGURES_MARK = "<!--radsafe:figures-->"
-
-
-def draw_figures(report: Report, folder: Path, formats: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Draw each figure of ``report`` once and save it in each of ``formats`` under
-    ``folder``; returns (name, the file report.html embeds: the PNG, else the SVG)."""
-    import matplotlib.pyplot as plt
-
-    made = []
-    for name, fig in _figures(report).items():
-        for ext in formats:
-            fig.savefig(folder / f"{name}.{ext}", dpi=130)
-        plt.close(fig)
-        made.append((name, f"{name}.{'png' if 'png' in formats else formats[0]}"))
-    return made
-
-
-def _draw_in_child(connection: Any, report: Report, folder: Path, formats: tuple[str, ...]) -> None:
-    """Body of the figure process: the drawn figures, or the error, sent back to the parent."""
-    try:
-        connection.send(("ok", draw_figures(report, folder, formats)))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        connection.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        connection.close()
-
-
-class _FigureDrawing:
-    """:func:`draw_figures` in a forked process (where ``fork`` exists: Linux), so figures
-    are drawn while the parent writes the tables and renders the page; elsewhere, or when
-    the process cannot start, drawn here when the result is asked for."""
-
-    def __init__(self, report: Report, folder: Path, formats: tuple[str, ...]) -> None:
-        import multiprocessing
-        import sys
-
-        self._args = (report, folder, formats)
-        self._process: Any = None
-        folder.mkdir(parents=True, exist_ok=True)
-        if not sys.platform.startswith("linux"):
-            return
-        try:
-            context = multiprocessing.get_context("fork")
-            self._receive, send = context.Pipe(duplex=False)
-            self._process = context.Process(target=_draw_in_child, args=(send, *self._args), daemon=True)
-            self._process.start()
-            send.close()
-        except (OSError, ValueError) as exc:
-            logger.debug("figures drawn in this process (no figure process: %s)", exc)
-            self._process = None
-
-    def result(self) -> list[tuple[str, str]]:
-        """(name, embedded file) of each figure drawn; raises what drawing raised."""
-        if self._process is None:
-            return draw_figures(*self._args)
-        try:
-            status, value = self._receive.recv()
-        except EOFError:
-            status, value = "error", f"the figure process ended with exit code {self._process.exitcode}"
-        finally:
-            self._process.join()
-            self._receive.close()
-        if status != "ok":
-            raise RuntimeError(f"drawing the report's figures failed: {value}")
-        return value
 
 
 @dataclass
@@ -481,15 +419,18 @@ def make_report(
     handler = _Kept()
     watched = logging.getLogger("lm_eval_radsafe")
     watched.addHandler(handler)
+    drawing = FigureDrawing(out / "figures", figure_formats) if figure_formats else None
     try:
-        report = build_report(run_dirs, use_cache=use_cache, **options)
-        written = write_report(report, out, figure_formats)
+        report = build_report(run_dirs, use_cache=use_cache, drawing=drawing, **options)
+        written = write_report(report, out, figure_formats, drawing)
         if leaderboard:
             from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
 
             written["leaderboard.json"] = write_leaderboard(report, out / "leaderboard.json")
     finally:
         watched.removeHandler(handler)
+        if drawing is not None:
+            drawing.close()
     summary = report.rules["summary"] if report.rules is not None else None
     if key is not None:
         meta = json.loads(_json_bytes(report.meta))
