@@ -33,7 +33,7 @@ from lm_eval_radsafe.items import Item
 WILSON_Z = 1.959964
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class VoteStats:
     """Statistics of one item's K samples."""
 

@@ -12,6 +12,7 @@ message naming file and line.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +80,39 @@ def jsonl_lines(path: Path | str) -> Iterator[JsonlLine]:
             offset += len(raw)
 
 
+#: files up to this size are mapped into memory and read in place; larger ones in chunks
+MAP_AT_MOST = 1 << 28
+
+
 def jsonl_views(path: Path | str, chunk_size: int = 1 << 22) -> Iterator[tuple[int, int, memoryview]]:
     """(line number, byte offset, the line's bytes with its newline) for every line of
-    ``path``, as :func:`jsonl_lines` reads them, but each line a view into a chunk read at
-    once (no copy per line): for readers that decode most lines straight from the bytes.
-    Memory holds one chunk and the longest line, never the whole file."""
+    ``path``, as :func:`jsonl_lines` reads them, but without a copy per line: each line is
+    a view into the file mapped in memory (files up to :data:`MAP_AT_MOST`) or into a chunk
+    read at once (memory then holds one chunk and the longest line). For readers that
+    decode most lines straight from the bytes; a view is valid until the next line."""
+    import mmap
+
     number, offset = 1, 0
-    carry = b""
     with Path(path).open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if 0 < size <= MAP_AT_MOST:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            view = memoryview(mapped)
+            try:
+                start = 0
+                while start < size:
+                    end = mapped.find(b"\n", start)
+                    end = size if end < 0 else end + 1
+                    yield number, start, view[start:end]
+                    number, start = number + 1, end
+            finally:
+                view.release()
+                try:
+                    mapped.close()
+                except BufferError:  # a caller still holds a line: the mapping goes with it
+                    pass
+            return
+        carry = b""
         while True:
             chunk = handle.read(chunk_size)
             buffer = carry + chunk if carry else chunk

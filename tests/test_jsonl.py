@@ -32,9 +32,15 @@ def test_lines_carry_number_offset_and_completeness(tmp_path: Path) -> None:
     "content",
     [b"", b"\n", b'{"a": 1}\n\n{"b": 2}', b'{"a": 1}\r\n{"b": "' + b"x" * 200 + b'"}\n', b"\n\n\nlast", b'{"a": 1}\n'],
 )
-def test_line_views_are_the_lines_read_one_by_one(tmp_path: Path, content: bytes, chunk_size: int) -> None:
-    """Lines as views of read chunks: same bytes, numbers and offsets as :func:`jsonl_lines`,
-    whatever the chunk size (lines longer than a chunk, a last line without newline)."""
+@pytest.mark.parametrize("mapped", [True, False])
+def test_line_views_are_the_lines_read_one_by_one(
+    tmp_path: Path, content: bytes, chunk_size: int, mapped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines as views of the mapped file or of read chunks: same bytes, numbers and offsets
+    as :func:`jsonl_lines`, whatever the chunk size (lines longer than a chunk, a last line
+    without newline)."""
+    if not mapped:
+        monkeypatch.setattr("lm_eval_radsafe.jsonl.MAP_AT_MOST", 0)
     path = tmp_path / "a.jsonl"
     path.write_bytes(content)
     expected = [(line.number, line.offset, line.raw) for line in jsonl_lines(path)]
