@@ -99,7 +99,9 @@ def test_a_passage_cited_by_several_options_is_quoted_once(builder_for) -> None:
     def cites_everything(messages: list[dict]) -> str:
         user = messages[-1]["content"]
         if messages[0]["content"].startswith("You plan"):
-            return json.dumps({o.letter: ["acute stroke imaging CT MRI"] for o in ITEM.options})
+            # the same words in another order per option: each option plans its own query, BM25 finds the same passages
+            words = ["acute", "stroke", "imaging", "CT", "MRI"]
+            return json.dumps({o.letter: [" ".join(words[i:] + words[:i])] for i, o in enumerate(ITEM.options)})
         return json.dumps({"supporting": [line.split('"')[1] for line in user.splitlines() if line.startswith("<passage id=")]})
 
     builder, _ = builder_for(cites_everything, hits_per_query=3)
@@ -469,3 +471,40 @@ def test_schema_examples_follow_the_schemas() -> None:
     assert AgenticBuilder._valid_plan(four, ITEM) is None  # the example copied: no query of its own
     assert json.loads(example(reading_schema(["p1", "p2"]))) == {"supporting": ["p1"], "contradicting": ["p1"], "refine": ["query"]}
     assert example(plan_schema("AB")) in PLANNER_SYSTEM and example(reading_schema(["id"])) in READER_SYSTEM
+
+
+@pytest.mark.parametrize(
+    ("query", "usable"),
+    [
+        ("MRI acute stroke", True), ("Doppler ultrasound", True), ("head CT", True), ("query", False), (" Query ", False),
+        ("B", False), ("option b", False), ("1-2-3-4-5-6", False), ("CT", False), ("?", False),
+    ],
+)
+def test_a_query_is_words_not_a_placeholder_or_a_letter(query: str, usable: bool) -> None:
+    from lm_eval_radsafe.retrieval.agentic import usable_query
+
+    assert usable_query(query, "ABCD") is usable
+
+
+def test_a_plan_that_searches_the_same_for_every_option_is_no_plan() -> None:
+    same = {letter: {"for": ["Doppler ultrasound"], "against": ["Doppler ultrasound"]} for letter in "ABCD"}
+    assert AgenticBuilder._valid_plan(same, ITEM) is None
+    shared_plus_own = {letter: {"for": ["stroke imaging", f"{word} stroke"], "against": []} for letter, word in zip("ABCD", ["CT", "MRI", "skull", "knee"])}
+    assert AgenticBuilder._valid_plan(shared_plus_own, ITEM) is not None  # a shared query beside one of its own is fine
+    letters_only = {letter: {"for": [other], "against": []} for letter, other in zip("ABCD", "BCDA")}
+    assert AgenticBuilder._valid_plan(letters_only, ITEM) is None
+
+
+def test_a_passage_read_as_both_supporting_and_contradicting_is_neither(builder_for) -> None:
+    def undecided(messages: list[dict]) -> str:
+        system, user = messages[0]["content"], messages[-1]["content"]
+        if system.startswith("You plan"):
+            return json.dumps({"A": ["first imaging test acute stroke CT"], "B": ["MRI acute stroke"], "C": ["skull radiograph stroke"], "D": ["knee MRI"]})
+        ids = [line.split('"')[1] for line in user.splitlines() if line.startswith("<passage id=")]
+        return json.dumps({"supporting": ids, "contradicting": ids[:1], "refine": []})
+
+    builder, _ = builder_for(undecided, hits_per_query=2)
+    result = builder.build(ITEM)
+    reads = [t for t in result.trace if t["step"].startswith("read ")]
+    assert result.conflicting_ids == len(reads) == len(ITEM.options)  # the first passage of each reading
+    assert result.report.count("Contradicting: none found") == len(ITEM.options)  # each reading's only contradicting id was dropped
