@@ -568,6 +568,78 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    """``radsafe sweep ...``: a sweep file's errors are one line naming file and field."""
+    from lm_eval_radsafe.sweep.spec import SweepError, load_sweep
+
+    try:
+        sweep = load_sweep(args.sweep_file)
+        if args.sweep_command == "status":
+            from lm_eval_radsafe.sweep.status import status_json, status_table, sweep_states
+
+            states = sweep_states(sweep)
+            print(json.dumps(status_json(states), indent=1) if args.json else status_table(states))
+            return 0
+        if args.sweep_command == "report":
+            return _sweep_report(sweep, args)
+        from lm_eval_radsafe.sweep.run import run_local, run_model
+
+        if args.sweep_command == "run-model":
+            outcomes = [run_model(sweep, args.index)]
+        elif args.executor == "slurm":
+            return _sweep_slurm(sweep, args.dry_run)
+        else:
+            outcomes = run_local(sweep)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ran = sum(len(o.ran) for o in outcomes)
+    failed = {f"{o.model} / {task}": why for o in outcomes for task, why in o.failed.items()}
+    skipped = sum(len(o.skipped) for o in outcomes)
+    if not ran:
+        print(f"nothing to do: all {skipped} cells are done with the current settings (radsafe sweep status {args.sweep_file})")
+        return 0
+    print(f"ran {ran} cell(s), {ran - len(failed)} done, {len(failed)} failed; {skipped} were done already")
+    for cell, why in failed.items():
+        print(f"  failed: {cell}: {why}")
+    print(f"next: radsafe sweep status {args.sweep_file}" if failed else f"next: radsafe sweep report {args.sweep_file}")
+    return 1 if failed else 0
+
+
+def _sweep_slurm(sweep: Any, dry_run: bool) -> int:
+    from lm_eval_radsafe.sweep.cells import DONE
+    from lm_eval_radsafe.sweep.slurm import array_jobs, submit
+    from lm_eval_radsafe.sweep.status import sweep_states
+
+    states = sweep_states(sweep)
+    pending = sorted({i for i, model in enumerate(sweep.models) for st in states if st.cell.model.name == model.name and st.state != DONE})
+    if not pending:
+        print(f"nothing to do: all {len(states)} cells are done with the current settings")
+        return 0
+    jobs = array_jobs(sweep, pending)
+    if dry_run:
+        for job in jobs:
+            print(f"# {job.path} (models {', '.join(sweep.models[i].name for i in job.indices)})")
+            print(job.script)
+        return 0
+    ids = submit(jobs)
+    print(f"submitted {len(ids)} job array(s) for {len(pending)} model(s): {', '.join(ids)}; logs in {jobs[0].path.parent}")
+    print(f"next: radsafe sweep status {sweep.path}")
+    return 0
+
+
+def _sweep_report(sweep: Any, args: argparse.Namespace) -> int:
+    from lm_eval_radsafe.sweep.status import report_inputs, sweep_states, write_model_cards
+
+    states = sweep_states(sweep)
+    runs = report_inputs(sweep, states, allow_incomplete=args.allow_incomplete)
+    out = Path(args.out) if args.out else sweep.output / "report"
+    cards = write_model_cards(sweep, states, out / "model_cards.yaml")
+    report_args = argparse.Namespace(**{**vars(args), "runs": [str(r) for r in runs], "out": str(out),
+                                        "model_cards": str(cards) if cards else None})
+    return run_report(report_args)
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     """``radsafe prepare``: build a prepared folder and print its manifest summary."""
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
@@ -647,34 +719,10 @@ def _version() -> str:
     return f"{__version__} (lm-eval {harness})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``radsafe``."""
+def add_report_options(report: argparse.ArgumentParser) -> None:
+    """The options of ``radsafe report`` that ``radsafe sweep report`` shares."""
     from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
 
-    parser = argparse.ArgumentParser(
-        prog="radsafe",
-        description="Accuracy and clinical safety of LLMs on RadSaFE-200 (lm-evaluation-harness tasks).",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("tasks-path", help="print the task folder, for `lm_eval --include_path`")
-    sub.add_parser(
-        "eval",
-        help="run lm-eval with our tasks included; every lm-eval flag is passed through",
-        add_help=False,
-    )
-    validate = sub.add_parser("validate-data", help="validate a dataset and summarise it")
-    validate.add_argument("path", help="'demo', a .jsonl/.json/.csv/.parquet file, a dataset folder or a hub id")
-    validate.add_argument("--json", action="store_true", help="print the summary as JSON")
-    validate.add_argument(
-        "--allow-unlabelled", action="store_true", help="accept a dataset without option labels (safety rates NaN)"
-    )
-    report = sub.add_parser("report", help="analyse lm-eval output folders: CIs, paired tests, figures, report.html")
-    report.add_argument("runs", nargs="+", help="lm-eval output folders or results_*.json files")
-    report.add_argument("--out", required=True, help="folder for summary.csv/json, figures and report.html")
-    report.add_argument("--model-cards", help="CSV/YAML of name, family, parameters[, active_parameters, context_window]")
     report.add_argument(
         "--ensemble",
         action="append",
@@ -732,6 +780,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="ours (default): one NULL-aware majority throughout; study: count as the study's analysis scripts do where "
         "they differ (README, 'Our rules and the study scripts'), and write rules.csv and rules_mcnemar.csv beside",
     )
+
+
+def add_sweep_parser(sub: Any) -> None:
+    """``radsafe sweep run|run-model|status|report``."""
+    sweep = sub.add_parser("sweep", help="run a grid of models x conditions x regimes (locally or on SLURM), resumable")
+    verbs = sweep.add_subparsers(dest="sweep_command", required=True)
+    run = verbs.add_parser("run", help="run every cell that is not done (one model at a time, or one SLURM array task per model)")
+    run.add_argument("sweep_file", help="the sweep YAML file")
+    run.add_argument("--executor", choices=("local", "slurm"), default="local", help="where to run (default: %(default)s)")
+    run.add_argument("--dry-run", action="store_true", help="slurm: print the job array scripts instead of submitting them")
+    model = verbs.add_parser("run-model", help="run one model's cells (what each SLURM array task runs)")
+    model.add_argument("--sweep", required=True, dest="sweep_file", help="the sweep YAML file")
+    model.add_argument("--index", required=True, type=int, help="the model's position in the file's models list, from 0")
+    status = verbs.add_parser("status", help="done / failed / stale / running / missing per model, with the reasons")
+    status.add_argument("sweep_file", help="the sweep YAML file")
+    status.add_argument("--json", action="store_true", help="one JSON row per cell")
+    report = verbs.add_parser("report", help="radsafe report over the done cells, with the sweep file's model cards")
+    report.add_argument("sweep_file", help="the sweep YAML file")
+    report.add_argument("--out", help="report folder (default: <output>/report)")
+    report.add_argument("--allow-incomplete", action="store_true", help="report the done cells when others are not done")
+    add_report_options(report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``radsafe``."""
+    parser = argparse.ArgumentParser(
+        prog="radsafe",
+        description="Accuracy and clinical safety of LLMs on RadSaFE-200 (lm-evaluation-harness tasks).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks-path", help="print the task folder, for `lm_eval --include_path`")
+    sub.add_parser(
+        "eval",
+        help="run lm-eval with our tasks included; every lm-eval flag is passed through",
+        add_help=False,
+    )
+    validate = sub.add_parser("validate-data", help="validate a dataset and summarise it")
+    validate.add_argument("path", help="'demo', a .jsonl/.json/.csv/.parquet file, a dataset folder or a hub id")
+    validate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    validate.add_argument(
+        "--allow-unlabelled", action="store_true", help="accept a dataset without option labels (safety rates NaN)"
+    )
+    report = sub.add_parser("report", help="analyse lm-eval output folders: CIs, paired tests, figures, report.html")
+    report.add_argument("runs", nargs="+", help="lm-eval output folders or results_*.json files")
+    report.add_argument("--out", required=True, help="folder for summary.csv/json, figures and report.html")
+    report.add_argument("--model-cards", help="CSV/YAML of name, family, parameters[, active_parameters, context_window]")
+    add_report_options(report)
+    add_sweep_parser(sub)
     prep = sub.add_parser("prepare", help="retrieve evidence (and, with --agentic, agent reports) for the retrieval conditions into a prepared folder")
     prep.add_argument("--dataset", required=True, help="'demo', a dataset file or folder, or a hub id")
     prep.add_argument("--corpus", required=True, help="'demo', a .jsonl corpus (id, title, text) or a folder of .txt/.md")
@@ -819,6 +918,8 @@ def _dispatch(args_list: list[str]) -> int:
         return run_report(args)
     if args.command == "prepare":
         return run_prepare(args)
+    if args.command == "sweep":
+        return run_sweep(args)
     if args.command == "validate-submission":
         from lm_eval_radsafe.analysis.leaderboard import validate_submission_cli
 

@@ -164,7 +164,7 @@ def load_items(source: str | Path, allow_unlabelled: bool = False) -> LoadedItem
         return _finish(_read_file(path), str(path), allow_unlabelled)
     if path.is_dir():
         return _finish(_read_hub(str(path), local=True), str(path), allow_unlabelled)
-    if _looks_like_hub_id(text):
+    if looks_like_hub_id(text):
         return _finish(_read_hub(text), f"hf://{text}", allow_unlabelled)
     if _looks_like_path(text):
         raise FileNotFoundError(f"no such file or folder: {text}")
@@ -179,7 +179,7 @@ _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 _HUB_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     """``org/name`` with hub-legal parts, no data-file suffix, and ``org`` not a local folder."""
     parts = text.split("/")
     return (
