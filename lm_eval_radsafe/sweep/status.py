@@ -37,7 +37,9 @@ def status_table(states: list[CellState]) -> str:
     for name, row in models.items():
         lines.append(f"{name:<{width}}  " + "  ".join(f"{row[s]:>7}" for s in STATES) + f"  {row['retries']:>7}  {row['errors']:>12}")
     totals = {s: sum(1 for st in states if st.state == s) for s in STATES}
-    lines.append(f"{len(states)} cells: " + ", ".join(f"{totals[s]} {s}" for s in STATES if totals[s]))
+    retried, errors = sum(row["retries"] for row in models.values()), sum(row["errors"] for row in models.values())
+    lines.append(f"{len(states)} cells: " + ", ".join(f"{totals[s]} {s}" for s in STATES if totals[s])
+                 + f"; {retried} request tries retried, {errors} infrastructure errors")
     pending = [st for st in states if st.state != DONE]
     if pending:
         lines.append("")
