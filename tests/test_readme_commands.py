@@ -196,7 +196,16 @@ print(1)
 # --------------------------------------------------------------------------- what is not run
 
 
+SWEEP_REASON = (
+    "needs the sweep file's models (GPUs, model weights, a SLURM cluster); tests/test_sweep.py runs the same verbs "
+    "on a sweep file of scripted servers"
+)
 NOT_RUN: dict[str, str] = {
+    "radsafe sweep run sweep.yaml": SWEEP_REASON,
+    "radsafe sweep run sweep.yaml --executor slurm --dry-run": SWEEP_REASON,
+    "radsafe sweep run sweep.yaml --executor slurm": SWEEP_REASON,
+    "radsafe sweep status sweep.yaml": SWEEP_REASON,
+    "radsafe sweep report sweep.yaml": SWEEP_REASON,
     "make demo": (
         "builds .venv and runs SmolLM2 over the whole demo set (about 11 min on 2 CPU cores); "
         "the target is checked in the Makefile, and `radsafe demo` itself runs in tests/test_e2e_smollm2.py"

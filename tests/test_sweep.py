@@ -163,9 +163,8 @@ def test_a_server_that_never_answers_fails_the_cell_and_the_next_run_resumes_it(
     states = sweep_states(load_sweep(path))
     assert [s.state for s in states] == [FAILED, FAILED] and "no valid answer after 2 tries" in states[0].reason
     with JsonServer(scripted_reply(ANSWERS, correct=0.7)) as up:
-        path.write_text(path.read_text().replace(down.url, up.url))
-        states = sweep_states(load_sweep(path))
-        assert [s.state for s in states] == [STALE, STALE]  # another server: another key
+        path.write_text(path.read_text().replace(down.url, up.url))  # the same model served elsewhere: the same cells
+        assert [s.state for s in sweep_states(load_sweep(path))] == [FAILED, FAILED]
         assert main(["sweep", "run", str(path)]) == 0
     assert [s.state for s in sweep_states(load_sweep(path))] == [DONE, DONE]
 
@@ -217,8 +216,7 @@ def test_a_killed_sweep_resumes_without_asking_an_answered_request_again(
     states = sweep_states(load_sweep(path))
     assert [s.state for s in states][0] == DONE and states[1].state != DONE
     with JsonServer(slow) as second:
-        path.write_text(path.read_text().replace(first.url, second.url))
-        # the URL is part of the key: the done cell is stale too, and all of it comes from the response cache
+        path.write_text(path.read_text().replace(first.url, second.url))  # the same models, served elsewhere
         assert main(["sweep", "run", str(path)]) == 0
         asked_again = [request_key(b, "messages", b["messages"]) for b in second.requests]
     assert len(set(asked_again) & answered) <= 4  # at most the requests in flight at the kill (num_concurrent)
@@ -242,3 +240,20 @@ def test_a_killed_sweep_resumes_without_asking_an_answered_request_again(
         (ours, our_rows), (theirs, their_rows) = numbers(resumed), numbers(uninterrupted)
         assert our_rows == their_rows
         assert {k: v for k, v in ours.items() if k != "alias"} == {k: v for k, v in theirs.items() if k != "alias"}
+
+
+def test_the_readme_sweep_file_is_a_valid_sweep(tmp_path: Path) -> None:
+    """The README's example, beside a dataset file and a prepared folder, reads as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = "# sweep.yaml" + readme.split("```yaml\n# sweep.yaml", 1)[1].split("```", 1)[0]
+    (tmp_path / "RadSaFE-200.csv").write_text("", encoding="utf-8")
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "sweep.yaml").write_text(block, encoding="utf-8")
+    sweep = load_sweep(tmp_path / "sweep.yaml")
+    assert [m.serve.kind for m in sweep.models] == ["vllm-server", "vllm", "endpoint"]
+    assert sweep.models[2].serve.key_env == "LLM_KEY" and sweep.models[0].resources.partition == "gpu"
+    from lm_eval_radsafe.sweep.slurm import array_jobs
+
+    jobs = array_jobs(sweep, [0, 1, 2])
+    assert [job.indices for job in jobs] == [(0, 1), (2,)]  # the two GPU models share one array

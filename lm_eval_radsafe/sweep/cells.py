@@ -1,7 +1,7 @@
 """Cells of a sweep: one (model, task) each, with a content address.
 
 A cell's key hashes everything that decides its numbers: the model and how it is served
-(never a key: only the name of the variable holding it; URLs without credentials), the
+(not where: no URL, port or key), the
 task and its version, the dataset's fingerprint, the prepared evidence's fingerprint (for
 conditions that read it), the generation settings and the package version. A cell lives in
 ``<output>/<model>/<task>/`` with ``cell.json``, its record: key, what went into the key,
@@ -56,16 +56,14 @@ class Cell:
 
 
 def serving_identity(model: SweepModel) -> dict[str, Any]:
-    """What of a model's serving decides its answers (no key, no credentials in a URL)."""
-    from lm_eval_radsafe.redaction import redact_url
-
+    """What of a model's serving decides its answers: the kind, the model (served name,
+    weights) and its arguments; not where it is served (a server that moved to another
+    node serves the same model, as for the response cache), how many requests fly at once,
+    waits or the key."""
     serve = asdict(model.serve)
-    if serve.get("base_url"):
-        serve["base_url"] = redact_url(serve["base_url"])
-    # how many requests fly at once, ports and waits change no answer
-    for key in ("num_concurrent", "port", "startup_timeout", "retry_budget", "key_env"):
+    for key in ("base_url", "num_concurrent", "port", "startup_timeout", "retry_budget", "key_env"):
         serve.pop(key, None)
-    return {"name": model.name, "serve": serve}
+    return {"name": model.name, "serve": {key: value for key, value in serve.items() if value not in (None, [], ())}}
 
 
 @cache
