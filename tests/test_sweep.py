@@ -257,3 +257,17 @@ def test_the_readme_sweep_file_is_a_valid_sweep(tmp_path: Path) -> None:
 
     jobs = array_jobs(sweep, [0, 1, 2])
     assert [job.indices for job in jobs] == [(0, 1), (2,)]  # the two GPU models share one array
+
+
+def test_a_model_run_by_another_process_is_not_run_twice(tmp_path: Path) -> None:
+    from lm_eval_radsafe.sweep.run import _model_lock
+
+    path = sweep_file(tmp_path, "http://127.0.0.1:9/v1")
+    sweep = load_sweep(path)
+    with _model_lock(sweep.output / "small"):
+        holder = subprocess.run([sys.executable, "-c", (
+            "import sys; from lm_eval_radsafe.sweep.run import _model_lock; from pathlib import Path\n"
+            f"with _model_lock(Path({str(sweep.output / 'small')!r})): pass")], capture_output=True, text=True, check=False)
+    assert holder.returncode == 1 and f"small is being run by process {os.getpid()}" in holder.stderr
+    with _model_lock(sweep.output / "small"):  # free again
+        pass

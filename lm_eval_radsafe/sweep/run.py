@@ -198,6 +198,33 @@ def _child_env(model: SweepModel) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _model_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` while this process runs the model's cells: a second runner of
+    the same model (a local run beside its SLURM task) stops instead of mixing cells."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SweepError(f"{folder.name} is being run by {holder}; wait for it, or stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} since {_now()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_model(sweep: Sweep, index: int, progress: bool = True) -> ModelOutcome:
     """Run every cell of the model at ``index`` that is not done (the entry point of an
     array task: ``radsafe sweep run-model --sweep FILE --index N``)."""
@@ -216,7 +243,7 @@ def run_model(sweep: Sweep, index: int, progress: bool = True) -> ModelOutcome:
         logger.info("%s: all %d cells done with the current settings; nothing to run", model.name, len(states))
         return outcome
     env = _child_env(model)
-    with served(model, sweep.output / model.name) as base_url:
+    with _model_lock(sweep.output / model.name), served(model, sweep.output / model.name) as base_url:
         for state in tqdm(todo, desc=f"{model.name}", unit="cell", disable=not progress):
             cell = state.cell
             if cell.folder.exists():
