@@ -139,6 +139,9 @@ class JsonServer:
                     with lock:
                         outer.answered.append(body)
 
+            def do_GET(self) -> None:  # vLLM's health check
+                self._send(200 if self.path == "/health" else 404, b"{}")
+
             def _send(self, status: int, data: bytes, retry_after: str | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -250,9 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--correct", type=float, default=0.7, help="chance of the known answer (default: %(default)s)")
     parser.add_argument("--idle", type=float, default=120, help="stop after this many seconds without a request")
     parser.add_argument("--timeout", type=float, default=900, help="stop after this many seconds in all")
+    parser.add_argument("--port", type=int, default=0, help="the port to listen on (default: a free one)")
     args = parser.parse_args(argv)
     answers = load_answers(args.answers) if args.answers else {}
-    server = JsonServer(scripted_reply(answers, args.correct))
+    server = JsonServer(scripted_reply(answers, args.correct), port=args.port)
     partial = args.port_file.with_name(args.port_file.name + ".part")
     partial.write_text(str(server.port))
     partial.replace(args.port_file)  # appears whole, so a reader never sees half a number

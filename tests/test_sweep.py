@@ -271,3 +271,46 @@ def test_a_model_run_by_another_process_is_not_run_twice(tmp_path: Path) -> None
     assert holder.returncode == 1 and f"small is being run by process {os.getpid()}" in holder.stderr
     with _model_lock(sweep.output / "small"):  # free again
         pass
+
+
+@pytest.mark.slow  # an lm-eval run
+def test_a_vllm_server_model_is_started_for_its_cells_and_stopped(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kind vllm-server: `vllm serve MODEL --host 127.0.0.1 --port P ARGS` started (here a
+    stand-in `vllm` on PATH that runs the scripted server), /health awaited, the cells run
+    against it, the server stopped after."""
+    server_script = Path(__file__).resolve().parent / "fake_openai_server.py"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    called = tmp_path / "vllm-args.json"
+    fake = bin_dir / "vllm"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"open({str(called)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+        "port = sys.argv[sys.argv.index('--port') + 1]\n"
+        f"os.execv(sys.executable, [sys.executable, {str(server_script)!r}, '--port', port, '--port-file', "
+        f"{str(tmp_path / 'port')!r}, '--answers', {str(demo_items_path())!r}, '--idle', '300'])\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "family: radsafe_demo\nconditions: [closed_book]\nregimes: [greedy]\noutput: runs/\nlimit: 2\nmodels:\n"
+        "  - name: served\n    serve: {kind: vllm-server, model: org/model-7b, args: [--max-model-len, '4096'], startup_timeout: 60}\n",
+        encoding="utf-8",
+    )
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "ran 1 cell(s), 1 done, 0 failed" in capsys.readouterr().out
+    args = json.loads(called.read_text())
+    assert args[:4] == ["serve", "org/model-7b", "--host", "127.0.0.1"] and args[-2:] == ["--max-model-len", "4096"]
+    port = int(args[args.index("--port") + 1])
+    import socket
+
+    with socket.socket() as probe:  # stopped: nothing listens on its port any more
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    (state,) = sweep_states(load_sweep(path))
+    assert state.state == DONE and state.record["requests"] == 2
+    assert (tmp_path / "runs" / "served" / "vllm-server.log").is_file()
