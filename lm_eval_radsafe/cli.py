@@ -584,8 +584,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             return _sweep_report(sweep, args)
         from lm_eval_radsafe.sweep.run import run_local, run_model
 
-        if args.sweep_command == "run-model":
-            outcomes = [run_model(sweep, args.index)]
+        if args.sweep_command == "run-model":  # a process of its own: in-process models load here once
+            outcomes = [run_model(sweep, args.index, eval_here=run_eval)]
         elif args.executor == "slurm":
             return _sweep_slurm(sweep, args.dry_run)
         else:

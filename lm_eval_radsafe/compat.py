@@ -13,6 +13,15 @@ for the length of one run and puts the originals back afterwards (:func:`patched
                                                            warnings after
 =========================================================  =====================================
 
+One more, only inside ``radsafe sweep`` runs of an in-process model (``vllm``, ``hf``),
+where one process runs several cells of the same model:
+
+=========================================================  =====================================
+``lm_eval.api.model.LM.create_from_arg_string``            the model built for the first cell
+                                                           is handed to the next ones with the
+                                                           same arguments (one load per model)
+=========================================================  =====================================
+
 Each task's provenance (dataset, evidence, package version) needs no patch: the task class
 puts it in the task's config (:mod:`lm_eval_radsafe.task`), which lm-eval writes into every
 results file, plain ``lm_eval`` runs included.
@@ -57,7 +66,24 @@ class Target:
 TASK_BUILD = Target("lm_eval.tasks._factory", "TaskFactory.build", ("self", "entry", "overrides", "registry"))
 MANAGER_INIT = Target("lm_eval.tasks.manager", "TaskManager.__init__", ("self", "include_path"))
 EVALUATE = Target("lm_eval.evaluator", "evaluate", ("lm", "task_dict", "apply_chat_template"))
-TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE)
+LM_FROM_ARGS = Target("lm_eval.api.model", "LM.create_from_arg_string", ("arg_string", "additional_config"))
+TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE, LM_FROM_ARGS)
+
+
+def reusing_models(original: Any) -> Any:
+    """A replacement of ``LM.create_from_arg_string`` that builds each (class, arguments,
+    settings) once and returns that instance again afterwards (see :data:`LM_FROM_ARGS`)."""
+    build = original.__func__ if hasattr(original, "__func__") else original
+    built: dict[tuple[Any, str, str], Any] = {}
+
+    def create(cls: Any, arg_string: str, additional_config: dict | None = None) -> Any:
+        key = (cls, arg_string, repr(sorted((additional_config or {}).items())))
+        if key not in built:
+            built[key] = build(cls, arg_string, additional_config)
+        return built[key]
+
+    create.__wrapped__ = build  # type: ignore[attr-defined]
+    return classmethod(create)
 
 
 class IncompatibleLmEval(RuntimeError):
@@ -112,7 +138,8 @@ def patched(replacements: dict[Target, Callable[[Any], Any]]) -> Iterator[None]:
     try:
         for target, make in replacements.items():
             holder, name, original = target.resolve()
-            saved.append((holder, name, original))
+            # a class keeps the descriptor (a classmethod), not the bound method getattr gives
+            saved.append((holder, name, vars(holder).get(name, original) if isinstance(holder, type) else original))
             setattr(holder, name, make(original))
         yield
     finally:

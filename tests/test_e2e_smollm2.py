@@ -246,3 +246,29 @@ def test_smollm2_agent_replies_are_constrained_to_the_schemas(tmp_path: Path) ->
         assert set(reading["supporting"]) | set(reading["contradicting"]) <= shown
     manifest = json.loads((prepared / "manifest.json").read_text())
     assert manifest["agentic"]["decoding"] == {"json_schema": 3} and manifest["agentic"]["unknown_ids"] == 0
+
+
+def test_a_sweep_loads_an_in_process_model_once_for_all_its_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`radsafe sweep run` with an `hf` model (SmolLM2): one child process runs both cells on
+    one load of the model; both cells done; a second run has nothing to do."""
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    from lm_eval_radsafe.cli import main
+    from lm_eval_radsafe.sweep.spec import load_sweep
+    from lm_eval_radsafe.sweep.status import sweep_states
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "family: radsafe_demo\nconditions: [closed_book, clean_evidence]\nregimes: [greedy]\noutput: runs/\nlimit: 2\nmodels:\n"
+        f"  - name: smollm2\n    serve: {{kind: hf, pretrained: '{MODEL_DIR}', gguf_file: '{GGUF}'}}\n",
+        encoding="utf-8",
+    )
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "ran 2 cell(s), 2 done, 0 failed" in capsys.readouterr().out
+    assert [s.state for s in sweep_states(load_sweep(path))] == ["done", "done"]
+    log = (tmp_path / "runs" / "smollm2" / "run-model.log").read_text(encoding="utf-8", errors="replace")
+    assert log.count("Converting and de-quantizing GGUF tensors...:   0%") == 1  # one load for both cells
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "nothing to do: all 2 cells are done" in capsys.readouterr().out

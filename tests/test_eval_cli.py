@@ -97,7 +97,7 @@ def test_every_patched_name_exists_in_the_installed_lm_eval() -> None:
     from lm_eval_radsafe import compat
 
     assert compat.problems() == []
-    assert len(compat.TARGETS) == 3
+    assert len(compat.TARGETS) == 4
 
 
 def test_our_folder_is_added_only_where_lm_eval_does_not_find_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,3 +221,31 @@ def test_version_and_quiet_broken_pipe(tmp_path: Path) -> None:
     assert piped.returncode == 0, piped.stderr
     assert piped.stderr == ""
     assert len(piped.stdout.splitlines()) == 1
+
+
+def test_a_sweep_process_builds_each_in_process_model_once_and_puts_the_class_method_back() -> None:
+    """Inside ``radsafe sweep``'s batch of cells, the second cell with the same model
+    arguments gets the model the first one built; afterwards lm-eval builds as before."""
+    from lm_eval.api.model import LM
+
+    from lm_eval_radsafe import compat
+
+    class Counting(LM):
+        made = 0
+
+        def __init__(self, size: str = "1", **_: object) -> None:
+            super().__init__()
+            Counting.made += 1
+
+        def loglikelihood(self, requests):  # pragma: no cover - never asked
+            raise NotImplementedError
+
+        loglikelihood_rolling = generate_until = loglikelihood
+
+    with compat.patched({compat.LM_FROM_ARGS: compat.reusing_models}):
+        first = Counting.create_from_arg_string("size=1", {"batch_size": 1})
+        assert Counting.create_from_arg_string("size=1", {"batch_size": 1}) is first
+        assert Counting.create_from_arg_string("size=2", {"batch_size": 1}) is not first
+    assert Counting.made == 2
+    assert Counting.create_from_arg_string("size=1", {"batch_size": 1}) is not first  # no reuse outside
+    assert isinstance(vars(LM)["create_from_arg_string"], classmethod)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,22 +151,43 @@ class ModelOutcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def run_cell(sweep: Sweep, cell: Cell, base_url: str | None, env: dict[str, str]) -> dict[str, Any]:
-    """Run one cell (its folder fresh) and write its record; the record."""
-    from lm_eval_radsafe.provenance import task_provenance
+#: runs ``radsafe eval`` with the given arguments in this process; its exit status
+EvalHere = Callable[[list[str]], int]
 
+
+def run_cell(
+    sweep: Sweep, cell: Cell, base_url: str | None, env: dict[str, str], eval_here: EvalHere | None = None
+) -> dict[str, Any]:
+    """Run one cell (its folder fresh) and write its record; the record. With
+    ``eval_here``, ``radsafe eval`` runs in this process (output to the cell's eval.log),
+    else as a child process."""
     started, clock = _now(), time.monotonic()
     write_record(cell, state=RUNNING, started=started)
-    command = [*_radsafe(), "eval", *eval_command(sweep, cell, base_url)]
+    arguments = eval_command(sweep, cell, base_url)
     log_path = cell.folder / "eval.log"
-    with log_path.open("wb") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-    seconds = round(time.monotonic() - clock, 3)
+    if eval_here is None:
+        with log_path.open("wb") as log:
+            status = subprocess.run([*_radsafe(), "eval", *arguments], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    check=False).returncode
+    else:
+        with log_path.open("w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            try:
+                status = eval_here(arguments)
+            except Exception as exc:  # noqa: BLE001 - the cell fails, the model's other cells go on
+                print(f"error: {type(exc).__name__}: {exc}")
+                status = 1
+    return _finish(cell, status, log_path, started, round(time.monotonic() - clock, 3))
+
+
+def _finish(cell: Cell, status: int, log_path: Path, started: str, seconds: float) -> dict[str, Any]:
+    """The record of a cell whose ``radsafe eval`` ended with ``status``."""
+    from lm_eval_radsafe.provenance import task_provenance
+
     log_tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     results_files = sorted(cell.output.rglob("results_*.json"))
-    if done.returncode != 0 or not results_files:
+    if status != 0 or not results_files:
         errors = [line for line in log_tail if line.startswith("error:")]
-        reason = errors[-1] if errors else (log_tail[-1] if log_tail else f"radsafe eval exited with status {done.returncode}")
+        reason = errors[-1] if errors else (log_tail[-1] if log_tail else f"radsafe eval exited with status {status}")
         return write_record(cell, state=FAILED, reason=f"{reason[:500]} (log: {log_path})", started=started, finished=_now(),
                             seconds=seconds)
     results_file = results_files[-1]
@@ -225,9 +246,19 @@ def _model_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_model(sweep: Sweep, index: int, progress: bool = True) -> ModelOutcome:
+#: serving kinds whose model loads in the process that runs a cell
+IN_PROCESS = ("vllm", "hf")
+
+
+def run_model(sweep: Sweep, index: int, progress: bool = True, eval_here: EvalHere | None = None) -> ModelOutcome:
     """Run every cell of the model at ``index`` that is not done (the entry point of an
-    array task: ``radsafe sweep run-model --sweep FILE --index N``)."""
+    array task: ``radsafe sweep run-model --sweep FILE --index N``).
+
+    A ``vllm`` or ``hf`` model loads once for all its cells: given ``eval_here`` (this
+    process runs ``radsafe eval``: the array task, ``run-model``) the cells run here one
+    after another on the same model; without it (the local executor) one child process
+    ``radsafe sweep run-model`` runs them, so a model that crashes ends only its own cells.
+    Each cell is still recorded as soon as it ends: a crash loses the cell it was in."""
     from tqdm.auto import tqdm
 
     model = sweep.model(index)
@@ -242,19 +273,45 @@ def run_model(sweep: Sweep, index: int, progress: bool = True) -> ModelOutcome:
     if not todo:
         logger.info("%s: all %d cells done with the current settings; nothing to run", model.name, len(states))
         return outcome
+    if model.serve.kind in IN_PROCESS and eval_here is None:
+        return _run_model_in_child(sweep, index, model, outcome)
     env = _child_env(model)
-    with _model_lock(sweep.output / model.name), served(model, sweep.output / model.name) as base_url:
+    reuse = contextlib.nullcontext()
+    if eval_here is not None and model.serve.kind in IN_PROCESS:
+        from lm_eval_radsafe import compat
+
+        reuse = compat.patched({compat.LM_FROM_ARGS: compat.reusing_models})
+    with _model_lock(sweep.output / model.name), served(model, sweep.output / model.name) as base_url, reuse:
         for state in tqdm(todo, desc=f"{model.name}", unit="cell", disable=not progress):
             cell = state.cell
             if cell.folder.exists():
                 moved = move_aside(cell)
                 logger.info("%s / %s: %s; the old folder is kept in %s", model.name, cell.task,
                             state.reason or state.state, moved)
-            record = run_cell(sweep, cell, base_url, env)
+            here = eval_here if model.serve.kind in IN_PROCESS else None
+            record = run_cell(sweep, cell, base_url, env, here)
             outcome.ran.append(cell.task)
             if record["state"] != DONE:
                 outcome.failed[cell.task] = record.get("reason", "failed")
                 logger.warning("%s / %s failed: %s", model.name, cell.task, record.get("reason"))
+    return outcome
+
+
+def _run_model_in_child(sweep: Sweep, index: int, model: SweepModel, outcome: ModelOutcome) -> ModelOutcome:
+    """``radsafe sweep run-model`` for one in-process model in a child process; what it did,
+    read back from the cells' records."""
+    log_path = sweep.output / model.name / "run-model.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [*_radsafe(), "sweep", "run-model", "--sweep", str(sweep.path), "--index", str(index)]
+    logger.info("%s: its cells run in one process, the model loaded once (log: %s)", model.name, log_path)
+    with log_path.open("ab") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(model), check=False)
+    for state in (cell_state(cell) for cell in plan_cells(sweep, [model])):
+        if state.cell.task in outcome.skipped:
+            continue
+        outcome.ran.append(state.cell.task)
+        if state.state != DONE:
+            outcome.failed[state.cell.task] = state.reason or state.state
     return outcome
 
 
