@@ -314,3 +314,24 @@ def test_a_vllm_server_model_is_started_for_its_cells_and_stopped(
     (state,) = sweep_states(load_sweep(path))
     assert state.state == DONE and state.record["requests"] == 2
     assert (tmp_path / "runs" / "served" / "vllm-server.log").is_file()
+
+
+def test_a_reasoning_model_card_names_its_delimiter_to_in_process_backends(tmp_path: Path) -> None:
+    from lm_eval_radsafe.sweep.run import eval_command
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "family: radsafe_demo\nconditions: [closed_book]\nregimes: [think]\noutput: runs/\nmodels:\n"
+        "  - name: qwen3-8b\n    card: {family: Qwen3, parameters: 8, think_delimiter: '</think>'}\n"
+        "    serve: {kind: vllm, pretrained: Qwen/Qwen3-8B, max_model_len: 40000}\n"
+        "  - name: served\n    card: {family: Qwen3, parameters: 8, think_delimiter: '</think>'}\n"
+        "    serve: {kind: endpoint, base_url: 'http://127.0.0.1:9/v1', model: Qwen/Qwen3-8B}\n",
+        encoding="utf-8",
+    )
+    sweep = load_sweep(path)
+    offline, served = plan_cells(sweep)
+    args = eval_command(sweep, offline, None)
+    assert args[args.index("--model_args") + 1] == (
+        "pretrained=Qwen/Qwen3-8B,tensor_parallel_size=1,data_parallel_size=1,max_model_len=40000,think_end_token=</think>")
+    assert "think_end_token" not in " ".join(eval_command(sweep, served, "http://127.0.0.1:9/v1"))  # the filter reads past it
+    assert offline.key_parts["model"]["think_delimiter"] == "</think>" and offline.task == "radsafe_demo_closed_book_think"

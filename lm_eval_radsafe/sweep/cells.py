@@ -63,7 +63,10 @@ def serving_identity(model: SweepModel) -> dict[str, Any]:
     serve = asdict(model.serve)
     for key in ("base_url", "num_concurrent", "port", "startup_timeout", "retry_budget", "key_env"):
         serve.pop(key, None)
-    return {"name": model.name, "serve": {key: value for key, value in serve.items() if value not in (None, [], ())}}
+    identity = {"name": model.name, "serve": {key: value for key, value in serve.items() if value not in (None, [], ())}}
+    if model.card.get("think_delimiter"):  # handed to in-process backends as think_end_token
+        identity["think_delimiter"] = model.card["think_delimiter"]
+    return identity
 
 
 @cache

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: the API backend the sweep uses for endpoint and vllm-server models (seeds per sample, retries, response cache)
 CHAT_BACKEND = "radsafe-local-chat-completions"
+#: serving kinds whose model loads in the process that runs a cell
+IN_PROCESS = ("vllm", "hf")
 
 
 def _now() -> str:
@@ -115,6 +117,9 @@ def eval_command(sweep: Sweep, cell: Cell, base_url: str | None) -> list[str]:
     else:
         model = "hf"
         args = [("pretrained", str(serve.pretrained))] + ([("gguf_file", serve.gguf_file)] if serve.gguf_file else [])
+    delimiter = cell.model.card.get("think_delimiter")
+    if delimiter and serve.kind in IN_PROCESS and not any(key == "think_end_token" for key, _ in serve.model_args):
+        args.append(("think_end_token", str(delimiter)))  # the backend strips the trace before the filter reads
     args += list(serve.model_args)
     metadata: dict[str, Any] = {}
     if sweep.prepared is not None:
@@ -244,10 +249,6 @@ def _model_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-#: serving kinds whose model loads in the process that runs a cell
-IN_PROCESS = ("vllm", "hf")
 
 
 def run_model(sweep: Sweep, index: int, progress: bool = True, eval_here: EvalHere | None = None) -> ModelOutcome:
