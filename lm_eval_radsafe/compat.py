@@ -18,7 +18,7 @@ where one process runs several cells of the same model:
 
 =========================================================  =====================================
 ``lm_eval.api.model.LM.create_from_arg_string``            the model built for the first cell
-                                                           is handed to the next ones with the
+``lm_eval.api.model.LM.create_from_arg_obj``               is handed to the next ones with the
                                                            same arguments (one load per model)
 =========================================================  =====================================
 
@@ -67,19 +67,27 @@ TASK_BUILD = Target("lm_eval.tasks._factory", "TaskFactory.build", ("self", "ent
 MANAGER_INIT = Target("lm_eval.tasks.manager", "TaskManager.__init__", ("self", "include_path"))
 EVALUATE = Target("lm_eval.evaluator", "evaluate", ("lm", "task_dict", "apply_chat_template"))
 LM_FROM_ARGS = Target("lm_eval.api.model", "LM.create_from_arg_string", ("arg_string", "additional_config"))
-TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE, LM_FROM_ARGS)
+LM_FROM_OBJ = Target("lm_eval.api.model", "LM.create_from_arg_obj", ("arg_dict", "additional_config"))
+TARGETS = (TASK_BUILD, MANAGER_INIT, EVALUATE, LM_FROM_ARGS, LM_FROM_OBJ)
+
+
+def reused_models() -> dict[Target, Callable[[Any], Any]]:
+    """The replacements that build each in-process model once (for :func:`patched`): lm-eval
+    builds from an argument string or, from its command line, an argument dict."""
+    return {LM_FROM_ARGS: reusing_models, LM_FROM_OBJ: reusing_models}
 
 
 def reusing_models(original: Any) -> Any:
-    """A replacement of ``LM.create_from_arg_string`` that builds each (class, arguments,
-    settings) once and returns that instance again afterwards (see :data:`LM_FROM_ARGS`)."""
+    """A replacement of ``LM.create_from_arg_string`` or ``LM.create_from_arg_obj`` that
+    builds each (class, arguments, settings) once and returns that instance again afterwards."""
     build = original.__func__ if hasattr(original, "__func__") else original
     built: dict[tuple[Any, str, str], Any] = {}
 
-    def create(cls: Any, arg_string: str, additional_config: dict | None = None) -> Any:
-        key = (cls, arg_string, repr(sorted((additional_config or {}).items())))
+    def create(cls: Any, arguments: Any, additional_config: dict | None = None) -> Any:
+        given = sorted(arguments.items()) if isinstance(arguments, dict) else arguments
+        key = (cls, repr(given), repr(sorted((additional_config or {}).items())))
         if key not in built:
-            built[key] = build(cls, arg_string, additional_config)
+            built[key] = build(cls, arguments, additional_config)
         return built[key]
 
     create.__wrapped__ = build  # type: ignore[attr-defined]

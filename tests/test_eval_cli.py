@@ -97,7 +97,7 @@ def test_every_patched_name_exists_in_the_installed_lm_eval() -> None:
     from lm_eval_radsafe import compat
 
     assert compat.problems() == []
-    assert len(compat.TARGETS) == 4
+    assert len(compat.TARGETS) == 5
 
 
 def test_our_folder_is_added_only_where_lm_eval_does_not_find_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,10 +242,12 @@ def test_a_sweep_process_builds_each_in_process_model_once_and_puts_the_class_me
 
         loglikelihood_rolling = generate_until = loglikelihood
 
-    with compat.patched({compat.LM_FROM_ARGS: compat.reusing_models}):
+    with compat.patched(compat.reused_models()):
         first = Counting.create_from_arg_string("size=1", {"batch_size": 1})
         assert Counting.create_from_arg_string("size=1", {"batch_size": 1}) is first
         assert Counting.create_from_arg_string("size=2", {"batch_size": 1}) is not first
-    assert Counting.made == 2
+        from_dict = Counting.create_from_arg_obj({"size": "3"}, {"batch_size": 1})
+        assert Counting.create_from_arg_obj({"size": "3"}, {"batch_size": 1}) is from_dict
+    assert Counting.made == 3
     assert Counting.create_from_arg_string("size=1", {"batch_size": 1}) is not first  # no reuse outside
-    assert isinstance(vars(LM)["create_from_arg_string"], classmethod)
+    assert isinstance(vars(LM)["create_from_arg_string"], classmethod) and isinstance(vars(LM)["create_from_arg_obj"], classmethod)

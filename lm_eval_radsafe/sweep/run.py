@@ -281,7 +281,7 @@ def run_model(sweep: Sweep, index: int, progress: bool = True, eval_here: EvalHe
     if eval_here is not None and model.serve.kind in IN_PROCESS:
         from lm_eval_radsafe import compat
 
-        reuse = compat.patched({compat.LM_FROM_ARGS: compat.reusing_models})
+        reuse = compat.patched(compat.reused_models())
     with _model_lock(sweep.output / model.name), served(model, sweep.output / model.name) as base_url, reuse:
         for state in tqdm(todo, desc=f"{model.name}", unit="cell", disable=not progress):
             cell = state.cell
