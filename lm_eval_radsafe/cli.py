@@ -568,6 +568,30 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export_hub(args: argparse.Namespace) -> int:
+    """``radsafe export-hub``: one .eval_results file per model and task, a line per model."""
+    from lm_eval_radsafe.analysis.hub_export import ExportError, export_hub
+    from lm_eval_radsafe.loaders import HUB_DATASET
+
+    dataset_id = args.dataset_id
+    try:
+        if dataset_id is None:
+            entries = json.loads(Path(args.leaderboard).read_text(encoding="utf-8")).get("entries") or []
+            if not entries or not all(str(e.get("task", "")).startswith("radsafe200_") for e in entries):
+                raise ExportError("these runs are not all of the published benchmark (radsafe200 tasks): give --dataset-id")
+            dataset_id = HUB_DATASET
+        written = export_hub(args.leaderboard, args.out, dataset_id, args.revision, args.source_url, args.source_name)
+    except (ExportError, OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    models = sorted({path.parent.parent for path in written})
+    print(f"{len(written)} file(s) for {len(models)} model(s) (dataset {dataset_id}):")
+    for folder in models:
+        print(f"  {folder / '.eval_results'}: {sum(1 for p in written if p.parent.parent == folder)} task file(s)")
+    print("next: open a pull request on each model's repository with its .eval_results folder (README, 'Results on the Hub')")
+    return 0
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """``radsafe sweep ...``: a sweep file's errors are one line naming file and field."""
     from lm_eval_radsafe.sweep.spec import SweepError, load_sweep
@@ -831,6 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--model-cards", help="CSV/YAML of name, family, parameters[, active_parameters, context_window]")
     add_report_options(report)
     add_sweep_parser(sub)
+    hub = sub.add_parser("export-hub", help="write a leaderboard.json as the Hugging Face Hub's .eval_results/*.yaml files")
+    hub.add_argument("leaderboard", help="leaderboard.json of `radsafe report --leaderboard`")
+    hub.add_argument("--out", required=True, help="folder for <model>/.eval_results/<task>.yaml")
+    hub.add_argument("--dataset-id", help="the benchmark dataset's hub id (default for radsafe200 tasks: the published one)")
+    hub.add_argument("--revision", help="the dataset revision (commit hash) the runs used")
+    hub.add_argument("--source-url", help="where the runs can be seen (e.g. a repository of the lm-eval outputs)")
+    hub.add_argument("--source-name", help="display name of the source (default: lm-eval-radsafe and its version)")
     prep = sub.add_parser("prepare", help="retrieve evidence (and, with --agentic, agent reports) for the retrieval conditions into a prepared folder")
     prep.add_argument("--dataset", required=True, help="'demo', a dataset file or folder, or a hub id")
     prep.add_argument("--corpus", required=True, help="'demo', a .jsonl corpus (id, title, text) or a folder of .txt/.md")
@@ -920,6 +951,8 @@ def _dispatch(args_list: list[str]) -> int:
         return run_prepare(args)
     if args.command == "sweep":
         return run_sweep(args)
+    if args.command == "export-hub":
+        return run_export_hub(args)
     if args.command == "validate-submission":
         from lm_eval_radsafe.analysis.leaderboard import validate_submission_cli
 

@@ -758,3 +758,40 @@ def test_condition_deltas_of_many_models_show_their_spread() -> None:
     assert [round(float(v), 2) for v in medians] == [9.5, 9.5]  # median of 0..19 pp
     few = figures.condition_deltas([t for t in tests if t["model"] < "m03"])
     assert [t.get_text() for t in few.axes[0].get_legend().get_texts()] == ["m00", "m01", "m02"]
+
+
+def test_export_hub_writes_the_hubs_documented_eval_results(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`radsafe export-hub` over a report's leaderboard.json: per model a .eval_results folder,
+    one file per task, one result per headline metric, every field one the Hub documents."""
+    import yaml
+
+    from lm_eval_radsafe.analysis.hub_export import check_hub_results
+    from lm_eval_radsafe.loaders import HUB_DATASET
+
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out), "--n-boot", "100", "--leaderboard", "--figures", "none"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    hub = tmp_path / "hub"
+    assert main(["export-hub", str(out / "leaderboard.json"), "--out", str(hub), "--revision", "abc123",
+                 "--source-url", "https://huggingface.co/datasets/org/radsafe-runs"]) == 0
+    assert f"(dataset {HUB_DATASET})" in capsys.readouterr().out
+    files = sorted(hub.glob("*/.eval_results/*.yaml"))
+    assert len(files) == len(board["entries"])
+    for entry in board["entries"]:
+        path = hub / entry["model"] / ".eval_results" / f"{entry['task']}.yaml"
+        results = yaml.safe_load(path.read_text())
+        assert check_hub_results(results) == []
+        ids = [r["dataset"]["task_id"] for r in results]
+        assert f"{entry['task']}/{'sc_accuracy' if entry['regime'] == 'sc' else 'accuracy'}" in ids
+        assert all(r["dataset"]["id"] == HUB_DATASET and r["dataset"]["revision"] == "abc123" for r in results)
+        accuracy = next(r for r in results if r["dataset"]["task_id"].endswith("accuracy"))
+        key = "sc_accuracy" if entry["regime"] == "sc" else "accuracy"
+        assert accuracy["value"] == round(entry["metrics"][key]["estimate"] * 100, 4)  # percent, as the report shows it
+        assert results[0]["date"] == board["created"][:10] and results[0]["source"]["url"].startswith("https://")
+        if entry["regime"] == "greedy":
+            assert f"{entry['task']}/high_risk_error" in ids  # safety metrics are results of their own
+            assert "lower is better" in next(r for r in results if r["dataset"]["task_id"].endswith("/high_risk_error"))["notes"]
+    assert check_hub_results([{"dataset": {"id": "a/b"}, "value": "1", "score": 2}]) == [
+        "[0].score: not a documented field", "[0].dataset: needs string id and task_id", "[0].value: required, a number"]
+    assert main(["export-hub", str(out / "leaderboard.json"), "--out", str(hub), "--dataset-id", "nope"]) == 1
+    assert "--dataset-id 'nope': give the benchmark dataset's hub id" in capsys.readouterr().err

@@ -201,6 +201,12 @@ SWEEP_REASON = (
     "on a sweep file of scripted servers"
 )
 NOT_RUN: dict[str, str] = {
+    "radsafe export-hub report/leaderboard.json --out hub/ --revision DATASET_COMMIT --source-url "
+    "https://huggingface.co/datasets/ORG/radsafe-runs": (
+        "tests/test_analysis.py runs export-hub on a leaderboard made by `radsafe report --leaderboard` and checks every "
+        "field against the Hub's documented ones"
+    ),
+    "hf upload ORG/MODEL hub/MODEL/.eval_results .eval_results --create-pr": "uploads to the Hugging Face Hub (network, a token)",
     "radsafe sweep run sweep.yaml": SWEEP_REASON,
     "radsafe sweep run sweep.yaml --executor slurm --dry-run": SWEEP_REASON,
     "radsafe sweep run sweep.yaml --executor slurm": SWEEP_REASON,
