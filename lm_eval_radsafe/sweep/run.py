@@ -91,7 +91,7 @@ def _wait_healthy(model: SweepModel, process: subprocess.Popen, url: str, timeou
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             raise SweepError(f"{model.name}: the vllm server exited with status {process.returncode}: {tail[0]} (log: {log_path})")
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a loopback URL we built
+            with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
                     return
         except OSError:

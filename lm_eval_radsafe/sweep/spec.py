@@ -23,7 +23,7 @@ names the variable that holds its key (``key_env``), never the key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,6 @@ class Sweep:
     apply_chat_template: bool = True
     gen_kwargs: str | None = None
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def model(self, index: int) -> SweepModel:
         """The model at ``index`` (an array task's index); SweepError when there is none."""

@@ -54,7 +54,7 @@ def status_json(states: list[CellState]) -> list[dict[str, Any]]:
             "model": st.cell.model.name, "task": st.cell.task, "condition": st.cell.condition, "regime": st.cell.regime,
             "state": st.state, "reason": st.reason, "folder": str(st.cell.folder),
             "retries": (st.record or {}).get("retries"), "infrastructure_errors": (st.record or {}).get("infrastructure_errors"),
-        }  # fmt: skip
+        }
         for st in states
     ]
 
