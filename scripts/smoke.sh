@@ -180,6 +180,22 @@ run report-full.log radsafe report runs/full --out board --leaderboard
 run submission.log radsafe validate-submission board/leaderboard.json --data demo
 expect submission.log "^accepted: "
 
+step "radsafe export-hub: the Hub's .eval_results files from the full run's leaderboard"
+run export-hub.log radsafe export-hub board/leaderboard.json --out hub --dataset-id org/radsafe-demo-runs
+expect export-hub.log "^1 file\(s\) for 1 model\(s\) \(dataset org/radsafe-demo-runs\)"
+[ -f hub/fake/.eval_results/radsafe_demo_closed_book.yaml ] || { echo "smoke: FAILED: no .eval_results file"; exit 1; }
+
+step "radsafe sweep: one served model, run, run again (nothing to do), status"
+printf '%s\n' "family: radsafe_demo" "conditions: [closed_book]" "regimes: [greedy]" "output: sweep-runs/" "limit: 2" \
+  "models:" "  - name: fake" "    card: {family: Scripted, parameters: 1}" \
+  "    serve: {kind: endpoint, base_url: \"http://127.0.0.1:$PORT/v1\", model: fake, num_concurrent: 4}" >sweep.yaml
+run sweep-run.log radsafe sweep run sweep.yaml
+expect sweep-run.log "^ran 1 cell\(s\), 1 done, 0 failed"
+run sweep-again.log radsafe sweep run sweep.yaml
+expect sweep-again.log "^nothing to do: all 1 cells are done"
+run sweep-status.log radsafe sweep status sweep.yaml
+expect sweep-status.log "^1 cells: 1 done"
+
 kill "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=""
 
