@@ -8,7 +8,8 @@
 set -euo pipefail
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q slurm-wlm munge >/dev/null; }
 fi
 
 host=$(hostname -s)
