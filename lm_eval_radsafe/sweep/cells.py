@@ -48,10 +48,12 @@ class Cell:
 
     @property
     def record_path(self) -> Path:
+        """The cell's record, ``cell.json``."""
         return self.folder / RECORD
 
     @property
     def output(self) -> Path:
+        """Where the cell's ``radsafe eval`` writes (its ``--output_path``)."""
         return self.folder / OUTPUT
 
 
