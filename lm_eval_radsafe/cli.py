@@ -571,17 +571,11 @@ def run_report(args: argparse.Namespace) -> int:
 def run_export_hub(args: argparse.Namespace) -> int:
     """``radsafe export-hub``: one .eval_results file per model and task, a line per model."""
     from lm_eval_radsafe.analysis.hub_export import ExportError, export_hub
-    from lm_eval_radsafe.loaders import HUB_DATASET
 
-    dataset_id = args.dataset_id
     try:
-        if dataset_id is None:
-            entries = json.loads(Path(args.leaderboard).read_text(encoding="utf-8")).get("entries") or []
-            if not entries or not all(str(e.get("task", "")).startswith("radsafe200_") for e in entries):
-                raise ExportError("these runs are not all of the published benchmark (radsafe200 tasks): give --dataset-id")
-            dataset_id = HUB_DATASET
-        written = export_hub(args.leaderboard, args.out, dataset_id, args.revision, args.source_url, args.source_name)
-    except (ExportError, OSError, json.JSONDecodeError) as exc:
+        dataset_id, written = export_hub(args.leaderboard, args.out, args.dataset_id, args.revision, args.source_url,
+                                         args.source_name)
+    except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     models = sorted({path.parent.parent for path in written})

@@ -14,7 +14,6 @@ and bootstrap in ``notes``. Nothing is uploaded: open the pull request with the 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -65,22 +64,30 @@ def hub_results(entry: dict[str, Any], dataset_id: str, revision: str | None, da
 
 
 def export_hub(
-    leaderboard: str | Path, out: str | Path, dataset_id: str, revision: str | None = None,
+    leaderboard: str | Path, out: str | Path, dataset_id: str | None = None, revision: str | None = None,
     source_url: str | None = None, source_name: str | None = None,
-) -> list[Path]:
+) -> tuple[str, list[Path]]:
     """Write ``<out>/<model>/.eval_results/<task>.yaml`` for every entry of ``leaderboard``
-    (a ``leaderboard.json`` of ``radsafe report --leaderboard``); the files written."""
+    (a ``leaderboard.json`` of ``radsafe report --leaderboard``); the dataset id used and
+    the files written.
+    ``dataset_id`` defaults to the published dataset when every entry is a radsafe200 task."""
     import yaml
+
+    from lm_eval_radsafe.analysis.leaderboard import SubmissionError, read_leaderboard
+    from lm_eval_radsafe.loaders import HUB_DATASET
 
     path = Path(leaderboard)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
-        raise ExportError(f"{path}: not a leaderboard.json of `radsafe report --leaderboard` (no 'entries' list)")
+        document = read_leaderboard(path)
+    except SubmissionError as exc:
+        raise ExportError(str(exc)) from None
+    entries = document.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ExportError(f"{path}: field 'entries': expected a list of objects")
+    if dataset_id is None:
+        if not entries or not all(str(entry.get("task", "")).startswith("radsafe200_") for entry in entries):
+            raise ExportError(f"{path}: these runs are not all of the published benchmark (radsafe200 tasks): give --dataset-id")
+        dataset_id = HUB_DATASET
     if not _HUB_ID.match(dataset_id):
         raise ExportError(f"--dataset-id {dataset_id!r}: give the benchmark dataset's hub id, as org/name")
     if source_url is not None and not re.match(r"^https?://\S+$", source_url):
@@ -92,7 +99,7 @@ def export_hub(
         source = {"url": source_url, "name": source_name or f"lm-eval-radsafe {document.get('package_version', '')}".strip()}
     bootstrap = document.get("bootstrap") or {}
     written = []
-    for number, entry in enumerate(document["entries"]):
+    for number, entry in enumerate(entries):
         missing = [key for key in ("model", "task", "regime", "metrics") if key not in entry]
         if missing:
             raise ExportError(f"{path}: entries[{number}]: missing field {missing[0]!r}")
@@ -107,7 +114,7 @@ def export_hub(
         written.append(target)
     if not written:
         raise ExportError(f"{path}: no entry with a headline metric to export")
-    return written
+    return dataset_id, written
 
 
 def check_hub_results(data: Any) -> list[str]:

@@ -130,17 +130,25 @@ def _same(a: Any, b: Any) -> bool:
     return abs(float(a) - float(b)) <= TOLERANCE
 
 
+def read_leaderboard(path: Path) -> dict[str, Any]:
+    """A leaderboard.json of ``radsafe report --leaderboard``: a JSON object of this schema
+    (:class:`SubmissionError` naming the file otherwise)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SubmissionError(f"{path}: cannot read JSON ({exc})") from exc
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        found = document.get("schema") if isinstance(document, dict) else type(document).__name__
+        raise SubmissionError(f"{path}: field 'schema': expected {SCHEMA!r} (value: {found!r})")
+    return document
+
+
 def validate_submission(path: str | Path, data: str) -> list[str]:
     """Problems found in a leaderboard file (empty when it recomputes exactly)."""
     from lm_eval_radsafe.loaders import load_items
 
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SubmissionError(f"{path}: cannot read JSON ({exc})") from exc
-    if document.get("schema") != SCHEMA:
-        raise SubmissionError(f"{path}: field 'schema': expected {SCHEMA!r} (value: {document.get('schema')!r})")
+    document = read_leaderboard(path)
     loaded = load_items(data)
     if document.get("dataset_fingerprint") != loaded.fingerprint:
         raise SubmissionError(

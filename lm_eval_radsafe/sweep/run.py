@@ -306,13 +306,14 @@ def _run_model_in_child(sweep: Sweep, index: int, model: SweepModel, outcome: Mo
     command = [*_radsafe(), "sweep", "run-model", "--sweep", str(sweep.path), "--index", str(index)]
     logger.info("%s: its cells run in one process, the model loaded once (log: %s)", model.name, log_path)
     with log_path.open("ab") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(model), check=False)
+        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(model), check=False).returncode
     for state in (cell_state(cell) for cell in plan_cells(sweep, [model])):
         if state.cell.task in outcome.skipped:
             continue
         outcome.ran.append(state.cell.task)
         if state.state != DONE:
-            outcome.failed[state.cell.task] = state.reason or state.state
+            # a cell the process never reached or never recorded: its reason is the process's end
+            outcome.failed[state.cell.task] = state.reason or f"{state.state}: the model's process ended with status {status} (log: {log_path})"
     return outcome
 
 
