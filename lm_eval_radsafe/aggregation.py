@@ -70,3 +70,30 @@ def maximum_calibration_error(items: Iterable[Sequence[float]], n_bins: int = N_
     non-empty bin (bins as in :func:`expected_calibration_error`). NaN for no items."""
     _, bins = _bins(items, n_bins)
     return max((abs(conf - acc) for _, conf, acc in bins), default=math.nan)
+
+
+def position_bias_of_counts(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Position bias from position counts summed over items (last axis: positions):
+    ``0.5 * sum_p |observed_p / N - expected_p / N|`` with ``N`` the answered orders, the total
+    variation distance between the positions chosen and the positions' shares (0: choices
+    ignore position; 1 at most). NaN where no order was answered. Works on one count vector
+    or on a stack of them (one per bootstrap replicate)."""
+    observed = np.asarray(observed, dtype=float)
+    expected = np.asarray(expected, dtype=float)
+    total = observed.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distance = 0.5 * np.abs(observed - expected).sum(axis=-1) / total
+    return np.where(total > 0, distance, np.nan)
+
+
+def position_bias(items: Iterable[Sequence[Sequence[float]]]) -> float:
+    """lm-eval aggregation of ``position_bias``: each item is ``[observed, expected]``, its
+    counts per position (A-E) over its option orders
+    (:func:`lm_eval_radsafe.option_order.position_counts`); the counts are summed over
+    items and reduced by :func:`position_bias_of_counts`. NaN when no order was answered."""
+    pairs = [(list(observed), list(expected)) for observed, expected in items]
+    if not pairs:
+        return math.nan
+    observed = np.sum([p[0] for p in pairs], axis=0)
+    expected = np.sum([p[1] for p in pairs], axis=0)
+    return float(position_bias_of_counts(observed, expected))

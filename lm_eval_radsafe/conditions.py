@@ -30,6 +30,9 @@ class Condition:
     retrieval: str | None = None  # "top_k", "padded", "budget" or "agentic": evidence from a prepared folder
     k: int | None = None  # top_k: chunks in the prompt; padded: the length (in chunks) padded to
     budget_tokens: int | None = None  # budget: tokens of the evaluated model; None = the model's maximum
+    #: the evidence may name option letters ("option B is supported"): shuffling the options
+    #: would make it point at other options, so the option-order regime does not apply
+    evidence_names_letters: bool = False
 
     @property
     def uses_retrieval(self) -> bool:
@@ -133,6 +136,7 @@ register_condition(
         "the evidence report of a bounded LLM-driven search loop (`radsafe prepare --agentic`), "
         "or the dataset's own deep_research_report",
         retrieval="agentic",
+        evidence_names_letters=True,  # the report classifies passages per option letter
     )
 )
 register_condition(
@@ -185,6 +189,9 @@ class Regime:
     description: str
     overlay: str | None = None
     alias_note: str = ""
+    #: the regime reorders the options, so it applies only to conditions whose evidence
+    #: names no option letter (:func:`applies`)
+    reorders_options: bool = False
 
 
 REGIMES: dict[str, Regime] = {
@@ -203,8 +210,19 @@ REGIMES: dict[str, Regime] = {
             "think", "_think", "Reasoning budget", "strict", "greedy, EOS-only stop, 4,096-token budget",
             overlay="_radsafe_think_yaml", alias_note=" (reasoning budget)",
         ),
+        Regime(
+            "perm", "_perm", "Option order", "strict",
+            "greedy, once per option order: the original and seeded permutations of the options",
+            overlay="_radsafe_perm_yaml", alias_note=" (option order)", reorders_options=True,
+        ),
     )
 }
+
+
+def applies(condition: Condition, regime: Regime) -> bool:
+    """Whether ``regime`` runs under ``condition``: every pair but an option-reordering
+    regime under a condition whose evidence names option letters."""
+    return not (regime.reorders_options and condition.evidence_names_letters)
 
 
 @dataclass(frozen=True)
@@ -237,10 +255,16 @@ REGIME_KEY = "radsafe_regime"
 
 
 def task_name(family: str, condition: str, regime: str = "greedy") -> str:
-    """``radsafe_demo`` + ``closed_book`` + ``sc`` -> ``radsafe_demo_closed_book_sc``."""
+    """``radsafe_demo`` + ``closed_book`` + ``sc`` -> ``radsafe_demo_closed_book_sc``.
+
+    Raises ``KeyError`` for an unknown family or condition and ``ValueError`` for a regime
+    that does not apply to the condition (:func:`applies`)."""
     if family not in FAMILIES:
         raise KeyError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
-    return f"{family}_{get_condition(condition).name}{REGIMES[regime].suffix}"
+    cond = get_condition(condition)
+    if not applies(cond, REGIMES[regime]):
+        raise ValueError(f"regime {regime!r} does not apply to condition {condition!r}: its evidence names option letters")
+    return f"{family}_{cond.name}{REGIMES[regime].suffix}"
 
 
 def parse_task_name(task: str) -> tuple[str, str, str] | None:
@@ -248,6 +272,6 @@ def parse_task_name(task: str) -> tuple[str, str, str] | None:
     for family in FAMILIES:
         for condition in CONDITIONS:
             for regime in REGIMES.values():
-                if task == f"{family}_{condition}{regime.suffix}":
+                if task == f"{family}_{condition}{regime.suffix}" and applies(CONDITIONS[condition], regime):
                     return family, condition, regime.name
     return None

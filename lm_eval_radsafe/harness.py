@@ -42,7 +42,16 @@ from lm_eval_radsafe.loaders import (
     item_from_doc,
     load_items,
 )
-from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
+from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
+from lm_eval_radsafe.option_order import (
+    ORDER_SEED,
+    ORDERS_FIELD,
+    ORDERS_KEY,
+    letter_references,
+    option_orders,
+    reordered_options,
+    resolve_orders,
+)
 from lm_eval_radsafe.prompts import system_prompt, user_prompt
 from lm_eval_radsafe.provenance import attach
 
@@ -265,6 +274,10 @@ def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.Datase
     else:
         dataset = to_dataset(loaded, threshold)
     dataset["test"] = with_condition(dataset["test"], condition.name)
+    if REGIMES[regime].reorders_options:
+        k = resolve_orders(metadata)
+        dataset["test"] = with_orders(dataset["test"], condition.name, k)
+        extra[ORDERS_KEY] = {"orders": k, "seed": ORDER_SEED}
     logger.info("%s: %d items from %s (%s)", task, len(loaded), loaded.source, loaded.fingerprint)
     return attach(dataset, {
         "package_version": __version__,
@@ -335,6 +348,26 @@ def with_condition(dataset: datasets.Dataset, condition: str) -> datasets.Datase
     return dataset.map(add)
 
 
+def with_orders(dataset: datasets.Dataset, condition: str, k: int) -> datasets.Dataset:
+    """Attach to every row its ``k`` option orders (the original first; see
+    :mod:`lm_eval_radsafe.option_order`). Raises :class:`ConditionUnavailable` naming the
+    items whose evidence names an option by its letter, which a reordering would make point
+    at another option."""
+    naming = [(row["id"], refs[0]) for row in dataset if (refs := letter_references(row["evidence"]))]
+    if naming:
+        shown = ", ".join(f"{item_id} ({ref!r})" for item_id, ref in naming[:5]) + (" ..." if len(naming) > 5 else "")
+        raise ConditionUnavailable(
+            f"{condition}: the evidence of {len(naming)} item(s) names options by letter, e.g. {shown}; reordering the "
+            "options would point it at other options, so the option-order regime cannot run this condition on these items"
+        )
+
+    def add(row: dict[str, Any]) -> dict[str, Any]:
+        letters = "".join(option["letter"] for option in row["options"])
+        return {ORDERS_FIELD: option_orders(row["id"], letters, k)}
+
+    return dataset.map(add)
+
+
 def doc_to_text(doc: dict[str, Any]) -> str:
     """The user message of ``doc`` under its condition."""
     return user_prompt(doc["condition"], doc["question"], doc["options"], doc["evidence"])
@@ -378,6 +411,26 @@ def process_results_sc(doc: dict[str, Any], results: list[Any]) -> dict[str, obj
     if isinstance(letters, str) or not isinstance(letters, (list, tuple)):
         raise TypeError(f"expected the list of sampled letters, got {letters!r}: do not end the pipeline with take_first")
     return {**score_votes(item_from_doc(doc), list(letters), float(doc[THRESHOLD_KEY])), **_recall(doc), **_agent_cost(doc)}
+
+
+def order_texts(doc: dict[str, Any]) -> list[str]:
+    """Option-order regime: the user message of ``doc`` in each of its option orders (the
+    first is :func:`doc_to_text`'s, the original order)."""
+    return [
+        user_prompt(doc["condition"], doc["question"], reordered_options(doc["options"], order), doc["evidence"])
+        for order in doc[ORDERS_FIELD]
+    ]
+
+
+def process_results_perm(doc: dict[str, Any], results: list[Any]) -> dict[str, object]:
+    """Option-order regime: per-item values from the strict letter of each order's answer
+    (one request per order; lm-eval 0.5 wraps each in a list of one)."""
+    letters = [value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value for value in results]
+    if any(not isinstance(letter, str) for letter in letters):
+        raise TypeError(f"expected one letter per option order, got {results!r}: end the filter pipeline with take_first")
+    orders = list(doc[ORDERS_FIELD])
+    shown = [None if letter == NULL else letter for letter in letters]
+    return {**score_orders(item_from_doc(doc), shown, orders), **_recall(doc), **_agent_cost(doc)}
 
 
 def doc_to_choice(doc: dict[str, Any]) -> list[str]:

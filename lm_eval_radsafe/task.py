@@ -55,5 +55,47 @@ class RadSafeTask(_Provenance, _GENERATE):  # type: ignore[misc,valid-type]
     """A generated-answer radsafe task (greedy, self-consistency, reasoning)."""
 
 
+class RadSafePermTask(RadSafeTask):
+    """An option-order radsafe task (the ``_perm`` regime): one greedy request per option
+    order of each item (:mod:`lm_eval_radsafe.option_order`), the first in the original
+    order; the filtered letters reach ``process_results`` in order."""
+
+    def construct_requests(self, doc: dict[str, Any], ctx: Any, **kwargs: Any) -> list[Any]:
+        """lm-eval's request for the original order, then one per other order: the same
+        context (system prompt, chat template) with the user message of that order in place
+        of the original's. ``ValueError`` when the context does not hold the original user
+        message exactly once in any known form."""
+        from lm_eval_radsafe.harness import order_texts
+
+        texts = order_texts(doc)
+        requests = []
+        for index, text in enumerate(texts):
+            made = super().construct_requests(doc, ctx if index == 0 else _swapped(ctx, texts[0], text, doc), **dict(kwargs))
+            request = made[0] if isinstance(made, list) else made
+            request.idx = index
+            requests.append(request)
+        return requests
+
+
+def _swapped(ctx: Any, original: str, text: str, doc: dict[str, Any]) -> Any:
+    """``ctx`` with the user message ``original`` replaced by ``text``: in a plain string or a
+    rendered chat template, or JSON-escaped in the messages an API model sends (lm-eval's
+    ``JsonChatStr``, a named tuple with a ``prompt``)."""
+    import json
+
+    prompt = ctx if isinstance(ctx, str) else getattr(ctx, "prompt", None)
+    if not isinstance(prompt, str):
+        raise ValueError(f"item {doc.get('id')!r}: cannot reorder the options of a {type(ctx).__name__} context")
+    for encode in (lambda t: t, lambda t: json.dumps(t, ensure_ascii=False)[1:-1], lambda t: json.dumps(t)[1:-1]):
+        old, new = encode(original), encode(text)
+        if prompt.count(old) == 1:
+            swapped = prompt.replace(old, new)
+            return swapped if isinstance(ctx, str) else ctx._replace(prompt=swapped)
+    raise ValueError(
+        f"item {doc.get('id')!r}: the prompt does not hold the item's user message exactly once, so its options "
+        "cannot be reordered (a custom doc_to_text or few-shot examples?)"
+    )
+
+
 class RadSafeChoiceTask(_Provenance, _CHOICE):  # type: ignore[misc,valid-type]
     """A log-likelihood radsafe task (the ``_ll`` regime)."""

@@ -264,7 +264,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file (:class:`SweepError` naming file, field and value)."""
     import yaml
 
-    from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES
+    from lm_eval_radsafe.conditions import CONDITIONS, FAMILIES, REGIMES, applies
     from lm_eval_radsafe.loaders import looks_like_hub_id
 
     path = Path(path)
@@ -296,6 +296,12 @@ def load_sweep(path: str | Path) -> Sweep:
     for regime in regimes:
         if regime not in REGIMES:
             raise f.fail("regimes", f"{regime!r} is not a regime (known: {', '.join(REGIMES)})")
+        lettered = [c for c in conditions if not applies(CONDITIONS[c], REGIMES[regime])]
+        if lettered:
+            raise f.fail(
+                "regimes", f"{regime!r} reorders the options; it does not apply to {', '.join(lettered)} (its evidence names "
+                "option letters): run it in a sweep of its own conditions"
+            )
     prepared_text = f.get("prepared", str)
     prepared = (base / prepared_text) if prepared_text else None
     needing = [c for c in conditions if CONDITIONS[c].uses_retrieval]

@@ -9,7 +9,7 @@ regime's overlay (decoding, filters, metrics), and names its condition and regim
 only way the condition reaches the code.
 
 The hand-written bases (``_radsafe_base_yaml``, ``_radsafe200_yaml``, ``_radsafe_demo_yaml``,
-``_radsafe_{sc,ll,think}_yaml``) are not touched.
+``_radsafe_{sc,ll,think,perm}_yaml``) are not touched.
 
 Adding a condition: one ``register_condition(...)`` in ``lm_eval_radsafe/conditions.py``,
 then::
@@ -45,6 +45,7 @@ from lm_eval_radsafe.conditions import (
     Condition,
     Family,
     Regime,
+    applies,
     task_name,
 )
 
@@ -103,6 +104,8 @@ def configs() -> dict[str, str]:
         out[f"{family.name}.yaml"] = group_yaml(family)
         for condition in CONDITIONS.values():
             for regime in REGIMES.values():
+                if not applies(condition, regime):
+                    continue
                 out[f"{task_name(family.name, condition.name, regime.name)}.yaml"] = variant_yaml(family, condition, regime)
     return out
 

@@ -4,6 +4,7 @@ from lm_eval_radsafe.aggregation import (  # noqa: F401
     expected_calibration_error,
     maximum_calibration_error,
     mean_where,
+    position_bias,
 )
 from lm_eval_radsafe.filters import StrictLetterFilter  # noqa: F401  (registers radsafe_strict_letter)
 from lm_eval_radsafe.harness import (  # noqa: F401
@@ -14,6 +15,7 @@ from lm_eval_radsafe.harness import (  # noqa: F401
     load_radsafe200,
     process_results,
     process_results_ll,
+    process_results_perm,
     process_results_sc,
 )
-from lm_eval_radsafe.task import RadSafeChoiceTask, RadSafeTask  # noqa: F401
+from lm_eval_radsafe.task import RadSafeChoiceTask, RadSafePermTask, RadSafeTask  # noqa: F401
