@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
 from lm_eval_radsafe.conditions import REGIMES
-from lm_eval_radsafe.metrics import AGENT_METRICS, LL_METRICS, METRICS, RECALL_METRIC, SC_METRICS
+from lm_eval_radsafe.metrics import AGENT_METRICS, LL_METRICS, METRICS, ORDER_METRICS, RECALL_METRIC, SC_METRICS
 
 Unit = Literal["percent", "probability", "ratio", "seconds", "count"]
 Direction = Literal["higher", "lower", "none"]
@@ -154,6 +154,12 @@ _SPECS: tuple[MetricDisplay, ...] = (
     _from(_LL["ll_mean_entropy"], ("ll",), "ratio"),
     _from(_LL["ll_ece"], ("ll",), "probability", headline=True),
     _from(_LL["ll_mce"], ("ll",), "probability"),
+    # option order: means over each item's orders, the original order, and how choices move
+    *(
+        _from(m, ("perm",), "ratio" if m.name == "position_bias" else "percent",
+              headline=m.name not in ("order_contradiction_error", "order_abstention", "original_order_high_risk_error"))
+        for m in ORDER_METRICS
+    ),
     # every regime: retrieval conditions and the agentic report's cost
     _from(RECALL_METRIC, ALL_REGIMES, "percent"),
     *(_from(m, ALL_REGIMES, "seconds" if m.name == "agent_seconds" else "count") for m in AGENT_METRICS),
@@ -177,7 +183,9 @@ if len(METRIC_SPECS) != len(_SPECS):  # pragma: no cover - a duplicate is a bug 
 
 #: per regime: the metric whose rate flags a run that almost never answers (None: the regime
 #: always picks an option)
-ABSTENTION_METRIC: dict[str, str | None] = {"greedy": "abstention", "think": "abstention", "sc": "null_majority", "ll": None}
+ABSTENTION_METRIC: dict[str, str | None] = {
+    "greedy": "abstention", "think": "abstention", "sc": "null_majority", "ll": None, "perm": "order_abstention",
+}
 
 
 def metric_spec(name: str) -> MetricDisplay:

@@ -32,7 +32,17 @@ from lm_eval_radsafe.analysis.study_rules import (
     summary_line,
     to_study_rules,
 )
-from lm_eval_radsafe.analysis.summary import SUMMARY_COLUMNS, Analysis, abstention_flags, analyse, paired_tests, tie_groups
+from lm_eval_radsafe.analysis.summary import (
+    ORDER_TEST_COLUMNS,
+    SUMMARY_COLUMNS,
+    Analysis,
+    abstention_flags,
+    analyse,
+    order_tests,
+    paired_tests,
+    position_shares,
+    tie_groups,
+)
 from lm_eval_radsafe.assets import templates_dir
 from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
 from lm_eval_radsafe.items import Item
@@ -80,6 +90,10 @@ class Report:
     decoupling: list[dict[str, Any]] = field(default_factory=list)
     cards: dict[str, Any] = field(default_factory=dict)
     cost: list[dict[str, Any]] = field(default_factory=list)
+    #: option-order runs against their original order (:func:`~lm_eval_radsafe.analysis.summary.order_tests`)
+    order_tests: list[dict[str, Any]] = field(default_factory=list)
+    #: option-order runs: chosen and expected share of each position
+    positions: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     #: with ``--rules study``: ``rows`` (rules.csv), ``mcnemar`` (rules_mcnemar.csv), ``summary``
     rules: dict[str, Any] | None = None
@@ -160,6 +174,8 @@ def build_report(
         concentration=concentration(worst),
         cost=cost,
         cards=cards,
+        order_tests=order_tests(analysis),
+        positions=position_shares(analysis),
         meta={
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__,
@@ -290,6 +306,8 @@ def write_report(
     _write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)
     written["summary.csv"] = out / "summary.csv"
     summary = {"meta": report.meta, "summary": rows, "tie_groups": report.ties, "paired_tests": report.tests}
+    if report.order_tests:
+        summary["order_tests"] = report.order_tests
     (out / "summary.json").write_bytes(_json_bytes(summary))
     written["summary.json"] = out / "summary.json"
     tables = {
@@ -300,11 +318,15 @@ def write_report(
         "scaling.csv": report.scaling,
         "variance_decomposition.csv": report.variance,
         "decoupling.csv": report.decoupling,
+        "position_shares.csv": report.positions,
     }
     for name, table in tables.items():
         if table:
             _write_csv(out / name, table)
             written[name] = out / name
+    if report.order_tests:
+        _write_csv(out / "order_tests.csv", report.order_tests, ORDER_TEST_COLUMNS)
+        written["order_tests.csv"] = out / "order_tests.csv"
     if report.cost:
         _write_csv(out / "cost.csv", report.cost, COST_COLUMNS)
         written["cost.csv"] = out / "cost.csv"
@@ -524,6 +546,14 @@ def _figures_html(figures: dict[str, str]) -> Any:
     return markupsafe.Markup(_environment().get_template("figures.html.j2").render(figures=figures))
 
 
+def _positions_view(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+    """position_shares rows grouped per (model, condition): position letter -> row."""
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        grouped.setdefault((row["model"], row["condition"]), {})[row["position"]] = row
+    return list(grouped.items())
+
+
 def _render_page(report: Report, figures_html: Any) -> str:
     """report.html around ``figures_html`` (markup: the figures section, or a mark for it)."""
     env = _environment()
@@ -574,6 +604,8 @@ def _render_page(report: Report, figures_html: Any) -> str:
         scaling=[s for s in report.scaling if s["metric"] in ("accuracy", "high_risk_error", "sc_accuracy", "dangerous_overconfidence")],
         variance=report.variance,
         decoupling=report.decoupling,
+        order_tests=report.order_tests,
+        positions=_positions_view(report.positions),
         figures_html=figures_html,
         rules=_rules_view(report.rules),
         drill=sorted(drill.items()),

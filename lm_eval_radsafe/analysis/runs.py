@@ -22,7 +22,7 @@ from lm_eval_radsafe.analysis.samples import SamplesError, read_columns
 from lm_eval_radsafe.conditions import REGIMES, parse_task_name
 from lm_eval_radsafe.items import Item, ItemError
 from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
-from lm_eval_radsafe.metrics import LL_METRICS, METRICS, SC_METRICS
+from lm_eval_radsafe.metrics import LL_METRICS, METRICS, ORDER_METRICS, SC_METRICS
 from lm_eval_radsafe.provenance import package_version, task_of_key, task_provenance
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ REGIME_METRICS: dict[str, dict[str, str]] = {
     "think": {m.name: "mean" for m in METRICS},
     "sc": {m.name: ("calibration" if m.aggregation.endswith("calibration_error") else m.aggregation) for m in SC_METRICS},
     "ll": {m.name: ("calibration" if m.aggregation.endswith("calibration_error") else m.aggregation) for m in LL_METRICS},
+    # position_bias: per item its (observed, expected) counts per position, shape (2, 5)
+    "perm": {m.name: m.aggregation for m in ORDER_METRICS},
 }
 
 
@@ -45,9 +47,11 @@ class TaskRun:
     """Per-item results of one model x condition x regime.
 
     ``values[m]`` is a float array over ``item_ids`` for mean metrics; for ``mean_where``
-    and calibration metrics ``pairs[m]`` is an (n, 2) array of (value, selected/correct).
+    and calibration metrics ``pairs[m]`` is an (n, 2) array of (value, selected/correct),
+    for ``position_bias`` an (n, 2, 5) array of (observed, expected) counts per position.
     ``letters`` holds what the filter kept per item: a letter (greedy), a list of letters
-    (self-consistency), or the option log-likelihoods (log-likelihood regime).
+    (self-consistency; option order: one per order), or the option log-likelihoods
+    (log-likelihood regime).
     """
 
     model: str
@@ -163,6 +167,11 @@ def _kept_answer(regime: str, filtered: Any, where: str) -> Any:
             except (TypeError, ValueError, IndexError):
                 raise RunError(f"{where}: 'filtered_resps' holds {entry!r} where a (log-likelihood, greedy) pair belongs") from None
         return lls
+    if regime == "perm":  # one letter per option order (0.5: each in a list of one)
+        letters = [entry[0] if isinstance(entry, list) and len(entry) == 1 else entry for entry in filtered]
+        if not all(isinstance(letter, str) for letter in letters):
+            raise RunError(f"{where}: 'filtered_resps' holds {filtered!r} where one letter per option order belongs")
+        return letters
     kept = filtered[0]
     if regime != "sc" and isinstance(kept, list) and len(kept) == 1:
         kept = kept[0]  # lm-eval 0.5: the greedy letter inside the request's list
@@ -233,7 +242,9 @@ def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], 
             raise RunError(f"{samples_file}: metric {name!r} has non-numeric values") from exc
         if kind == "mean" and data.ndim != 1:
             raise RunError(f"{samples_file}: metric {name!r} should hold one number per item")
-        if kind != "mean" and (data.ndim != 2 or data.shape[1] != 2):
+        if kind == "position_bias" and (data.ndim != 3 or data.shape[1:] != (2, 5)):
+            raise RunError(f"{samples_file}: metric {name!r} should hold (observed, expected) counts of 5 positions per item")
+        if kind not in ("mean", "position_bias") and (data.ndim != 2 or data.shape[1] != 2):
             raise RunError(f"{samples_file}: metric {name!r} should hold a (value, flag) pair per item")
         metrics[name] = data
     return Parsed(read.ids, read.answers, read.kept, read.fingerprints.pop(), read.threshold, metrics)
@@ -271,7 +282,8 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
     labelled record, as the task's own scoring computes them (evidence recall and agent
     cost, which depend on the logged evidence, are not among them)."""
     from lm_eval_radsafe.filters import NULL
-    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
+    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
+    from lm_eval_radsafe.option_order import option_orders
 
     threshold = float(parsed.threshold) if parsed.threshold is not None else OVERCONFIDENCE_THRESHOLD
     rows = []
@@ -281,6 +293,9 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
             rows.append(score_votes(item, list(kept), threshold))
         elif regime == "ll":
             rows.append(score_loglikelihoods(item, [float(v) for v in kept], threshold))
+        elif regime == "perm":  # the orders follow from the item and how many were asked
+            orders = option_orders(item.id, "".join(o.letter for o in item.options), len(kept))
+            rows.append(score_orders(item, [None if v == NULL else v for v in kept], orders))
         else:
             rows.append(score_item(item, None if kept == NULL else kept))
     names = [name for name in REGIME_METRICS[regime] if rows and name in rows[0]]

@@ -45,7 +45,7 @@ SUMMARY_COLUMNS = (
     "unit",
     "flag",
 )
-ACCURACY_METRICS = {"accuracy", "sc_accuracy", "ll_accuracy"}
+ACCURACY_METRICS = {"accuracy", "sc_accuracy", "ll_accuracy", "original_order_accuracy"}
 #: a run whose abstention (NULL majority for self-consistency) reaches this share is flagged
 ABSTENTION_FLAG_THRESHOLD = 0.95
 HIGH_ABSTENTION = "high_abstention"
@@ -149,6 +149,8 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
             values = analysis.matrix(metric)[:, members]
             estimate = weighted_means(ones, values, mask)[0]
             reps = weighted_means(weights, values, mask)
+        elif kind == "position_bias":
+            estimate, reps = _position_bias(analysis, members)
         else:
             cols = [analysis.pair_columns(r, metric) for r in members]
             values = np.column_stack([c[0] for c in cols])
@@ -185,6 +187,84 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
             analysis.rows.append(row)
     analysis.rows.sort(key=lambda row: (row["model"], _condition_order(row["condition"]), row["regime"], row["metric"]))
     return analysis
+
+
+def _position_bias(analysis: Analysis, members: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Position bias of each run in ``members``: the estimate (one per run) and the bootstrap
+    replicates (B x runs), from each item's (observed, expected) counts per position summed
+    with the items' bootstrap counts (:func:`~lm_eval_radsafe.aggregation.position_bias_of_counts`)."""
+    from lm_eval_radsafe.aggregation import position_bias_of_counts
+
+    weights = analysis.bootstrap.weights
+    estimates, replicates = [], []
+    for r in members:
+        counts = np.zeros((len(analysis.item_ids), 2, 5))
+        counts[analysis.positions[r]] = analysis.runs[r].pairs["position_bias"]
+        estimates.append(position_bias_of_counts(counts[:, 0].sum(axis=0), counts[:, 1].sum(axis=0)))
+        replicates.append(position_bias_of_counts(weights @ counts[:, 0], weights @ counts[:, 1]))
+    return np.asarray(estimates, dtype=float), np.column_stack(replicates)
+
+
+def order_tests(analysis: Analysis) -> list[dict[str, Any]]:
+    """Option-order runs against their own original order: for each run of the ``perm``
+    regime, accuracy and high-risk error averaged over the orders against the same items in
+    the original order (paired bootstrap on the shared count matrix; Holm and
+    Benjamini-Hochberg across every test of one metric)."""
+    pairs = (("order_accuracy", "original_order_accuracy"), ("order_high_risk_error", "original_order_high_risk_error"))
+    members = [r for r, run in enumerate(analysis.runs) if run.regime == "perm"]
+    tests: list[dict[str, Any]] = []
+    if not members:
+        return tests
+    weights = analysis.bootstrap.weights
+    mask = analysis.masks[:, members]
+    ones = np.ones((1, len(analysis.item_ids)))
+    for metric, original in pairs:
+        over, first = analysis.matrix(metric)[:, members], analysis.matrix(original)[:, members]
+        est_over, est_first = weighted_means(ones, over, mask)[0], weighted_means(ones, first, mask)[0]
+        diff = weighted_means(weights, np.where(mask, over - first, 0.0), mask)
+        low, high = percentile_ci(diff)
+        p_values = [float(p) for p in paired_bootstrap_p_columns(diff)]
+        adjusted_holm, adjusted_bh = holm(p_values), benjamini_hochberg(p_values)
+        for j, r in enumerate(members):
+            run = analysis.runs[r]
+            tests.append({
+                "model": run.model, "condition": run.condition, "metric": metric,
+                "original_order": float(est_first[j]), "over_orders": float(est_over[j]),
+                "difference": float(est_over[j] - est_first[j]), "diff_ci_low": float(low[j]), "diff_ci_high": float(high[j]),
+                "test": "paired_bootstrap", "p_value": p_values[j], "p_holm": adjusted_holm[j], "p_bh": adjusted_bh[j],
+                "n_items": int(mask[:, j].sum()),
+            })  # fmt: skip
+    tests.sort(key=lambda t: (t["model"], _condition_order(t["condition"]), t["metric"]))
+    return tests
+
+
+#: columns of order_tests.csv (:func:`order_tests`)
+ORDER_TEST_COLUMNS = (
+    "model", "condition", "metric", "original_order", "over_orders", "difference", "diff_ci_low", "diff_ci_high",
+    "test", "p_value", "p_holm", "p_bh", "n_items",
+)  # fmt: skip
+
+
+def position_shares(analysis: Analysis) -> list[dict[str, Any]]:
+    """Per option-order run and position (A-E): the share of answered orders that chose the
+    position and the share expected if choices ignored position (each answered order
+    spreads evenly over its positions)."""
+    rows = []
+    for r, run in enumerate(analysis.runs):
+        if run.regime != "perm" or "position_bias" not in run.pairs:
+            continue
+        observed, expected = run.pairs["position_bias"][:, 0].sum(axis=0), run.pairs["position_bias"][:, 1].sum(axis=0)
+        total = observed.sum()
+        for position, letter in enumerate("ABCDE"):
+            if expected[position] == 0:
+                continue
+            rows.append({
+                "model": run.model, "condition": run.condition, "position": letter,
+                "chosen_share": float(observed[position] / total) if total else math.nan,
+                "expected_share": float(expected[position] / total) if total else math.nan,
+                "answered_orders": int(total),
+            })  # fmt: skip
+    return rows
 
 
 def _condition_order(name: str) -> int:
