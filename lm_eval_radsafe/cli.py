@@ -550,6 +550,7 @@ def run_report(args: argparse.Namespace) -> int:
             sizes="common" if args.common_items else "allow" if args.allow_mixed_sizes else "refuse",
             rules=rules,
             allow_partial=getattr(args, "allow_partial", False),
+            allow_mixed_versions=getattr(args, "allow_mixed_versions", False),
         )
     except (RunError, ModelCardError, MissingExtraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -757,6 +758,12 @@ def add_report_options(report: argparse.ArgumentParser) -> None:
     report.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
     report.add_argument(
         "--allow-mixed-datasets", action="store_true", help="analyse runs with different dataset fingerprints together"
+    )
+    report.add_argument(
+        "--allow-mixed-versions",
+        action="store_true",
+        help="compare runs whose task versions have different comparability numbers (the number in '2-A'; "
+        "default: refuse them)",
     )
     report.add_argument(
         "--prefer",

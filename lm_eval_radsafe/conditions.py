@@ -11,6 +11,7 @@ The task YAMLs are written from the registries here (conditions, :data:`REGIMES`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -245,9 +246,29 @@ FAMILIES: dict[str, Family] = {
     )
 }
 
-#: ``metadata.version`` of every task and group: bump it (and list the change in the
-#: CHANGELOG) when a change can move a reported number, then rerun _generate_configs.py.
-TASK_VERSION = 1.1
+#: Task comparability number: bumped (the interface letter back to ``A``) when a change can
+#: move a reported number (items, prompts, answer extraction, scoring); runs of different
+#: numbers are not compared unless asked (``radsafe report --allow-mixed-versions``).
+TASK_COMPARABILITY = 2
+#: Task interface letter: bumped when what a task writes changes (a metric, a field, a
+#: regime) and no reported number can move.
+TASK_INTERFACE = "A"
+#: ``metadata.version`` of every task and group (``"2-A"``), in every results file; the
+#: CHANGELOG lists each bump and why. After a bump, rerun _generate_configs.py.
+TASK_VERSION = f"{TASK_COMPARABILITY}-{TASK_INTERFACE}"
+#: comparability numbers of the versions written before the number-letter form
+LEGACY_COMPARABILITY: dict[str, int] = {"1.0": 1, "1.1": 2}
+_VERSION_FORM = re.compile(r"(\d+)-([A-Z]+)")
+
+
+def comparability(version: object) -> int | None:
+    """The comparability number of a task version: ``"2-A"`` -> 2; the older float versions
+    by :data:`LEGACY_COMPARABILITY` (1.0 -> 1, 1.1 -> 2); None for anything else."""
+    text = str(version).strip() if version is not None else ""
+    match = _VERSION_FORM.fullmatch(text)
+    if match:
+        return int(match.group(1))
+    return LEGACY_COMPARABILITY.get(text)
 #: task ``metadata`` keys by which each task YAML names its condition and regime: read once,
 #: by the family's ``custom_dataset`` loader (lm-eval passes a task's metadata to it)
 CONDITION_KEY = "radsafe_condition"

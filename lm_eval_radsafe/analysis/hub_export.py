@@ -52,7 +52,8 @@ def hub_results(entry: dict[str, Any], dataset_id: str, revision: str | None, da
         better = {True: "higher is better", False: "lower is better", None: "no better direction"}[spec.higher_is_better]
         notes = (f"{spec.display_name}{' (%)' if spec.unit == 'percent' else ''}, {better}; 95% CI {interval} "
                  f"(question-level bootstrap, B={bootstrap.get('n_boot')}, seed {bootstrap.get('seed')}); "
-                 f"n={metric.get('n_items')}; lm-eval-radsafe task {entry['task']}")
+                 f"n={metric.get('n_items')}; lm-eval-radsafe task {entry['task']}"
+                 + (f" version {entry['task_version']}" if entry.get("task_version") else ""))
         result: dict[str, Any] = {"dataset": dataset, "value": round(float(metric["estimate"]) * spec.scale, 4)}
         if date:
             result["date"] = date

@@ -21,7 +21,8 @@ from lm_eval_radsafe.analysis.summary import analyse
 from lm_eval_radsafe.conditions import task_name
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import Item
-from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_votes
+from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
+from lm_eval_radsafe.option_order import option_orders
 
 SCHEMA = "radsafe-leaderboard/1"
 TOLERANCE = 1e-9
@@ -49,6 +50,7 @@ def write_leaderboard(report: Any, path: Path) -> Path:
                 "condition": run.condition,
                 "regime": run.regime,
                 "task": run.task,
+                "task_version": run.meta.get("task_version"),
                 "overconfidence_threshold": run.meta.get("overconfidence_threshold"),
                 "metrics": metrics[run.key],
                 "answers": dict(zip(run.item_ids, run.letters)),
@@ -102,12 +104,20 @@ def _rescore(entry: dict[str, Any], items: dict[str, Item], where: str) -> TaskR
             raise SubmissionError(f"{where}: answers[{item_id!r}]: expected a list of sampled letters, got {answer!r}")
         if regime == "ll" and not (isinstance(answer, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in answer)):
             raise SubmissionError(f"{where}: answers[{item_id!r}]: expected one log-likelihood per option, got {answer!r}")
-        if regime not in ("sc", "ll") and not isinstance(answer, str):
+        if regime == "perm" and not (isinstance(answer, list) and answer and all(isinstance(x, str) for x in answer)):
+            raise SubmissionError(f"{where}: answers[{item_id!r}]: expected one letter per option order, got {answer!r}")
+        if regime not in ("sc", "ll", "perm") and not isinstance(answer, str):
             raise SubmissionError(f"{where}: answers[{item_id!r}]: expected a letter or {NULL!r}, got {answer!r}")
         if regime == "sc":
             values = score_votes(item, list(answer), threshold)
         elif regime == "ll":
             values = score_loglikelihoods(item, [float(x) for x in answer], threshold)
+        elif regime == "perm":
+            try:
+                orders = option_orders(item.id, "".join(o.letter for o in item.options), len(answer))
+            except ValueError as exc:
+                raise SubmissionError(f"{where}: answers[{item_id!r}]: {exc}") from None
+            values = score_orders(item, [None if x == NULL else x for x in answer], orders)
         else:
             values = score_item(item, None if answer == NULL else answer)
         run.item_ids.append(item_id)

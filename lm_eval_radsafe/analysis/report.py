@@ -114,6 +114,7 @@ def build_report(
     use_cache: bool = True,
     allow_partial: bool = False,
     drawing: FigureDrawing | None = None,
+    allow_mixed_versions: bool = False,
 ) -> Report:
     """Read runs and compute every table of the report.
 
@@ -124,8 +125,9 @@ def build_report(
     ours (:mod:`~lm_eval_radsafe.analysis.study_rules`): every table then follows them,
     and ``report.rules`` holds both sets of numbers side by side. ``use_cache=False``
     parses every samples file again and keeps nothing in the parse cache; ``allow_partial``
-    keeps runs whose samples lack items they were asked for, marked in the report's notes.
-    ``drawing`` starts on the figures as soon as the tables they show exist.
+    keeps runs whose samples lack items they were asked for, marked in the report's notes;
+    ``allow_mixed_versions`` compares runs of task versions with different comparability
+    numbers (refused by default). ``drawing`` starts on the figures as soon as the tables they show exist.
     """
     from lm_eval_radsafe import __version__
 
@@ -142,6 +144,7 @@ def build_report(
         notes=size_notes,
         use_cache=use_cache,
         allow_partial=allow_partial,
+        allow_mixed_versions=allow_mixed_versions,
     )
     items = {item_id: item for (_, item_id), item in collected.items()}
     if rules not in RULES:
@@ -187,6 +190,7 @@ def build_report(
             "models": sorted({r.model for r in runs}),
             "conditions": [c for c in CONDITIONS if any(r.condition == c for r in runs)],
             "regimes": [g for g in REGIMES if any(r.regime == g for r in runs)],
+            "task_versions": sorted({str(r.meta.get("task_version")) for r in runs}),
             "n_items": len(analysis.item_ids),
             "items_per_run": _items_per_run(runs),
             "size_notes": size_notes,
@@ -352,6 +356,8 @@ def write_report(
             written[f"figures/{name}.{ext}"] = out / "figures" / f"{name}.{ext}"
         kind = "png" if shown.endswith(".png") else "svg+xml"
         embedded[name] = f"data:image/{kind};base64," + base64.b64encode((out / "figures" / shown).read_bytes()).decode("ascii")
+    if drawing.data_file is not None:
+        written["figures/figures.json"] = drawing.data_file
     page = page.replace(_FIGURES_MARK, _figures_html(embedded), 1)
     (out / "report.html").write_text(page, encoding="utf-8")
     written["report.html"] = out / "report.html"

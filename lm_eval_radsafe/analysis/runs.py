@@ -385,6 +385,8 @@ def read_task_run(
             # lm-eval writes None when the run did not pass --apply_chat_template
             "chat_template": ("absent" if results["chat_template"] is None else "applied") if "chat_template" in results else "unknown",
             "limit": (results.get("config") or {}).get("limit"),
+            # the task's version as lm-eval recorded it ("2-A"; older runs 1.0 or 1.1)
+            "task_version": (results.get("versions") or {}).get(task),
             **({"partial": partial} if partial else {}),
         },
     )
@@ -604,6 +606,7 @@ def read_runs(
     use_cache: bool = True,
     workers: int | None = None,
     allow_partial: bool = False,
+    allow_mixed_versions: bool = False,
 ) -> list[TaskRun]:
     """All radsafe task runs under ``paths``: exactly one per model, condition and regime.
 
@@ -615,7 +618,9 @@ def read_runs(
     fingerprints, unless ``allow_mixed``. Pass a dict as ``items`` to collect the logged
     items, and a list as ``notes`` to collect what the size rule did. Samples files are
     parsed by ``workers`` processes (default: one per CPU) and kept in the parse cache
-    (:mod:`lm_eval_radsafe.analysis.cache`) unless ``use_cache`` is False.
+    (:mod:`lm_eval_radsafe.analysis.cache`) unless ``use_cache`` is False. Runs of tasks whose
+    versions carry different comparability numbers are refused unless
+    ``allow_mixed_versions`` (:func:`check_versions`).
     """
     items = {} if items is None else items
     chosen = choose_runs(find_candidates(paths, strict=strict), prefer=prefer)
@@ -632,10 +637,38 @@ def read_runs(
             f"runs used {len(fingerprints)} different datasets ({detail}); compare runs on one dataset, "
             "or pass --allow-mixed-datasets"
         )
+    version_note = check_versions(runs, allow_mixed_versions)
     runs, size_notes = apply_size_rule(runs, sizes)
     if notes is not None:
-        notes.extend(size_notes)
+        notes.extend(size_notes + ([version_note] if version_note else []))
     return runs
+
+
+def check_versions(runs: list[TaskRun], allow_mixed: bool = False) -> str | None:
+    """Refuse runs whose task versions have different comparability numbers
+    (:func:`~lm_eval_radsafe.conditions.comparability`): their numbers may differ for reasons
+    other than the model or the condition. With ``allow_mixed`` the runs are kept and the
+    returned note (also logged) says which numbers were mixed. None when all agree."""
+    from lm_eval_radsafe.conditions import comparability
+
+    groups: dict[str, list[TaskRun]] = {}
+    for run in runs:
+        number = comparability(run.meta.get("task_version"))
+        groups.setdefault("unknown" if number is None else str(number), []).append(run)
+    if len(groups) < 2:
+        return None
+    detail = "; ".join(
+        f"{number}: {len(members)} run(s), e.g. {members[0].label} (version {members[0].meta.get('task_version')}, {members[0].results_file})"
+        for number, members in sorted(groups.items())
+    )
+    if not allow_mixed:
+        raise RunError(
+            f"runs of task versions with different comparability numbers ({detail}); their numbers may differ because "
+            "the tasks changed (see the CHANGELOG): run the older ones again, or pass --allow-mixed-versions"
+        )
+    note = f"task versions with different comparability numbers compared (--allow-mixed-versions): {detail}"
+    logger.warning("%s", note)
+    return note
 
 
 #: in a worker process: the items the parent read before starting it (see :func:`_read_chosen`)

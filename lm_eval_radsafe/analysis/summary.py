@@ -44,6 +44,7 @@ SUMMARY_COLUMNS = (
     "wilson_high",
     "unit",
     "flag",
+    "task_version",
 )
 ACCURACY_METRICS = {"accuracy", "sc_accuracy", "ll_accuracy", "original_order_accuracy"}
 #: a run whose abstention (NULL majority for self-consistency) reaches this share is flagged
@@ -179,6 +180,7 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
                 "wilson_high": math.nan,
                 "unit": metric_spec(metric).unit,
                 "flag": HIGH_ABSTENTION if run.key in flagged_runs else "",
+                "task_version": "" if run.meta.get("task_version") is None else str(run.meta["task_version"]),
             }
             if kind == "mean":
                 column = run.values[metric]
