@@ -71,6 +71,48 @@ def test_eval_on_smollm2_writes_metrics_and_letters(tmp_path: Path) -> None:
             assert sample["accuracy"] == float(letter == sample["target"])
 
 
+def test_option_order_task_on_smollm2_and_its_report(tmp_path: Path) -> None:
+    """The option-order regime on a real model: every order asked (prompts differ), letters
+    mapped back to options as the report recomputes them, and the report's order tables."""
+    import csv
+
+    from lm_eval_radsafe.metrics import ORDER_METRICS, score_orders
+    from lm_eval_radsafe.option_order import option_orders
+
+    out = tmp_path / "out"
+    run(
+        "eval", "--model", "hf", "--model_args", f"pretrained={MODEL_DIR},gguf_file={GGUF}",
+        "--tasks", "radsafe_demo_closed_book_perm", "--limit", "3", "--apply_chat_template",
+        "--log_samples", "--output_path", str(out),
+    )  # fmt: skip
+    results = json.loads(next(out.glob("*/results_*.json")).read_text())["results"]["radsafe_demo_closed_book_perm"]
+    for metric in ORDER_METRICS:
+        assert f"{metric.name},strict" in results
+    demo = {item.id: item for item in load_items("demo").items}
+    samples = [json.loads(line) for line in next(out.glob("*/samples_radsafe_demo_closed_book_perm_*.jsonl")).open()]
+    assert len(samples) == 3
+    hand = []
+    for sample in samples:
+        item = demo[sample["doc"]["id"]]
+        orders = option_orders(item.id, "".join(o.letter for o in item.options), 4)
+        assert sample["doc"]["option_orders"] == orders and len(sample["resps"]) == 4
+        prompts = list(sample["arguments"].values()) if isinstance(sample["arguments"], dict) else sample["arguments"]
+        assert len({json.dumps(prompt) for prompt in prompts}) == 4  # one prompt per order
+        letters = [letter[0] if isinstance(letter, list) else letter for letter in sample["filtered_resps"]]
+        hand.append(score_orders(item, [None if x == "NULL" else x for x in letters], orders))
+    assert results["order_accuracy,strict"] == pytest.approx(sum(h["order_accuracy"] for h in hand) / 3)
+    assert results["option_change_rate,strict"] == pytest.approx(sum(h["option_change_rate"] for h in hand) / 3)
+    run("report", str(out), "--out", str(tmp_path / "report"), "--figures", "none", "--no-cache")
+    with open(tmp_path / "report" / "summary.csv", newline="") as handle:
+        rows = {row["metric"]: row for row in csv.DictReader(handle) if row["regime"] == "perm"}
+    assert float(rows["order_accuracy"]["estimate"]) == pytest.approx(results["order_accuracy,strict"])
+    assert rows["order_accuracy"]["ci_low"] and rows["position_bias"]["ci_high"]
+    assert float(rows["position_bias"]["estimate"]) == pytest.approx(results["position_bias,strict"])
+    with open(tmp_path / "report" / "order_tests.csv", newline="") as handle:
+        assert {row["metric"] for row in csv.DictReader(handle)} == {"order_accuracy", "order_high_risk_error"}
+    assert "<h2>Option order</h2>" in (tmp_path / "report" / "report.html").read_text()
+
+
 def test_demo_prints_the_condition_table(tmp_path: Path) -> None:
     result = run("demo", "--limit", "2", "--output-path", str(tmp_path / "demo"))
     lines = result.stdout.splitlines()
