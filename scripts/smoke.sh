@@ -131,6 +131,11 @@ run eval-greedy.log radsafe eval --model radsafe-local-chat-completions --model_
   --tasks radsafe_demo_closed_book --apply_chat_template --log_samples --output_path runs/full
 expect eval-greedy.log "radsafe_demo_closed_book|Closed-book" "accuracy" "high_risk_error"
 
+step "radsafe eval: option order (4 orders per item), all 66 demo items"
+run eval-perm.log radsafe eval --model radsafe-local-chat-completions --model_args "$MODEL_ARGS" \
+  --tasks radsafe_demo_closed_book_perm --apply_chat_template --log_samples --output_path runs/full
+expect eval-perm.log "option_change_rate" "position_bias" "order_high_risk_error"
+
 step "radsafe eval: self-consistency (20 samples), 3 demo items"
 run eval-sc.log radsafe eval --model radsafe-local-chat-completions --model_args "$MODEL_ARGS" \
   --tasks radsafe_demo_closed_book_sc --apply_chat_template --log_samples --output_path runs/limited --limit 3
@@ -145,7 +150,7 @@ step "results and samples on disk; self-consistency samples differ"
 run samples.log python - <<'EOF'
 import glob, json, re
 results = glob.glob("runs/**/results_*.json", recursive=True)
-assert len(results) == 3, results
+assert len(results) == 4, results
 for task, n in [("radsafe_demo_closed_book", 66), ("radsafe_demo_closed_book_sc", 3)]:
     named = re.compile(rf"samples_{task}_\d[^/]*\.jsonl$")  # not the _sc task's file for the greedy one
     (path,) = [p for p in glob.glob("runs/**/samples_*.jsonl", recursive=True) if named.search(p)]
@@ -162,14 +167,16 @@ expect samples.log "radsafe_demo_closed_book samples: 66" "sc samples vary by se
 
 step "radsafe report --leaderboard"
 run report.log radsafe report runs --out report --leaderboard
-expect report.log "^3 runs: 1 model\(s\) x 1 condition\(s\), regimes greedy, sc, think" "report/report.html" "report/leaderboard.json"
+expect report.log "^4 runs: 1 model\(s\) x 1 condition\(s\), regimes greedy, sc, think, perm" "report/report.html" "report/leaderboard.json" \
+  "report/order_tests.csv"
 for f in summary.csv summary.json report.html leaderboard.json; do
   [ -s "report/$f" ] || { echo "smoke: FAILED: report/$f missing or empty"; ls -la report; exit 1; }
 done
 # one row per model, condition, regime and metric, with an interval and n
 run summary.log cat report/summary.csv
 expect summary.log "^fake,closed_book,greedy,accuracy,[0-9.]+,[0-9.]+,[0-9.]+,66," \
-  "^fake,closed_book,greedy,high_risk_error," "^fake,closed_book,sc,sc_accuracy,[0-9.]+,[0-9.]+,[0-9.]+,3,"
+  "^fake,closed_book,greedy,high_risk_error," "^fake,closed_book,sc,sc_accuracy,[0-9.]+,[0-9.]+,[0-9.]+,3," \
+  "^fake,closed_book,perm,safety_change_rate,[0-9.]+,[0-9.]+,[0-9.]+,66,"
 
 step "radsafe validate-submission: the --limit runs are refused, the full run is accepted"
 if radsafe validate-submission report/leaderboard.json --data demo >"$LOGS/submission-limited.log" 2>&1; then
@@ -182,8 +189,10 @@ expect submission.log "^accepted: "
 
 step "radsafe export-hub: the Hub's .eval_results files from the full run's leaderboard"
 run export-hub.log radsafe export-hub board/leaderboard.json --out hub --dataset-id org/radsafe-demo-runs
-expect export-hub.log "^1 file\(s\) for 1 model\(s\) \(dataset org/radsafe-demo-runs\)"
-[ -f hub/fake/.eval_results/radsafe_demo_closed_book.yaml ] || { echo "smoke: FAILED: no .eval_results file"; exit 1; }
+expect export-hub.log "^2 file\(s\) for 1 model\(s\) \(dataset org/radsafe-demo-runs\)"
+for f in radsafe_demo_closed_book radsafe_demo_closed_book_perm; do
+  [ -f "hub/fake/.eval_results/$f.yaml" ] || { echo "smoke: FAILED: no .eval_results file for $f"; exit 1; }
+done
 
 step "radsafe sweep: one served model, run, run again (nothing to do), status"
 printf '%s\n' "family: radsafe_demo" "conditions: [closed_book]" "regimes: [greedy]" "output: sweep-runs/" "limit: 2" \
