@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lm_eval_radsafe.assets import bundled_model
-from lm_eval_radsafe.conditions import CONDITIONS, REGIMES, task_name
+from lm_eval_radsafe.conditions import CONDITIONS, REGIMES, applies, task_name
 from lm_eval_radsafe.metric_specs import headline_metrics, metric_spec
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--regime",
         default="greedy",
         choices=sorted(REGIMES),
-        help="greedy (default), sc (20 samples each: use --limit), ll (option log-likelihoods), think",
+        help="greedy (default), sc (20 samples each: use --limit), ll (option log-likelihoods), think, perm (each item in 4 option orders)",
     )
     parser.add_argument("--limit", type=int, help="first N items per condition (default: all)")
     parser.add_argument(
@@ -86,6 +86,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from lm_eval_radsafe.retrieval.agentic import ReportsError
     from lm_eval_radsafe.retrieval.prepare import PreparedError
 
+    if not all(applies(REGISTRY[c], REGIMES[args.regime]) for c in args.conditions):
+        lettered = [c for c in args.conditions if not applies(REGISTRY[c], REGIMES[args.regime])]
+        raise SystemExit(f"error: --regime {args.regime} reorders the options; it does not run {', '.join(lettered)} (its evidence names option letters)")
     if any(REGISTRY[c].retrieval == "agentic" for c in args.conditions):
         from lm_eval_radsafe.harness import DEMO_SOURCE, PREPARED_METADATA_KEY, agentic_from_dataset
 
