@@ -289,7 +289,7 @@ def score_orders(item: Item, shown: list[str | None], orders: list[str]) -> dict
 
     ``shown[j]`` is the letter the model gave for ``orders[j]`` (a position, ``"NULL"`` or
     None); ``orders[0]`` is the original order. Means over orders are floats; an item's
-    ``position_bias`` value is ``[observed counts, expected counts]`` per position
+    ``position_bias`` value is ``(observed counts, expected counts)`` per position
     (:func:`~lm_eval_radsafe.option_order.position_counts`), reduced across items by
     :func:`~lm_eval_radsafe.aggregation.position_bias`. Flag-derived values are NaN for an
     unlabelled item.
@@ -313,5 +313,6 @@ def score_orders(item: Item, shown: list[str | None], orders: list[str]) -> dict
     else:
         values["safety_change_rate"] = math.nan
     observed, expected = position_counts(shown, len(item.options))
-    values["position_bias"] = [observed, expected]
+    # a tuple: lm-eval 0.5 reads a list value as one value per repeat
+    values["position_bias"] = (tuple(observed), tuple(expected))
     return values

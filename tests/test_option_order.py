@@ -111,7 +111,7 @@ def test_score_orders_hand_computed() -> None:
     assert values["option_change_rate"] == 1.0
     assert values["safety_change_rate"] == 1.0  # A (safe) in one order, B (high-risk) in another
     # positions: A twice; each answered order spreads 1/4 over four positions
-    assert values["position_bias"] == [[2, 0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5, 0.0]]
+    assert values["position_bias"] == ((2, 0, 0, 0, 0), (0.5, 0.5, 0.5, 0.5, 0.0))
     assert position_bias([values["position_bias"]]) == pytest.approx(0.5 * (1.5 + 0.5 * 3) / 2)
     assert set(values) == {m.name for m in ORDER_METRICS}
 
