@@ -36,6 +36,21 @@ def test_both_readers_read_the_same(name: str, regime: str, monkeypatch: pytest.
     assert len(typed.ids) == 3 and set(typed.metrics) == set(REGIME_METRICS[regime])
 
 
+@pytest.mark.parametrize(("name", "regime"), [("closed_book", "greedy"), ("closed_book_ll", "ll"), ("closed_book_sc", "sc")])
+def test_the_whole_file_decode_reads_what_the_line_by_line_one_reads(name: str, regime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    (path,) = (V05 / "tasks").glob(f"samples_radsafe_demo_{name}_2*.jsonl")
+    first, _ = read(path, regime, True, monkeypatch)  # items unknown: read line by line
+    taken = []
+    whole = samples._whole_file
+    monkeypatch.setattr(samples, "_whole_file", lambda *args: taken.append(whole(*args)) or taken[-1])
+    known = lambda fp, item_id: True  # noqa: E731  (every item known: the whole-file decode applies)
+    args = (path, REGIMES[regime].results_filter, tuple(REGIME_METRICS[regime]), lambda value, where: _kept_answer(regime, value, where), known)
+    again = samples.read_columns(*args, lambda *a: None)
+    assert taken and taken[0] is not None and again == first
+    monkeypatch.setattr(samples, "_whole_file", lambda *args: None)
+    assert samples.read_columns(*args, lambda *a: None) == first
+
+
 def rows() -> list[dict]:
     (path,) = (V05 / "tasks").glob("samples_radsafe_demo_closed_book_2*.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]

@@ -393,7 +393,7 @@ def read_task_run(
     for name, kind in kinds.items():
         values = recomputed.get(name, parsed.metrics[name])
         logged = parsed.metrics[name]
-        if name in recomputed and (values.shape != logged.shape or not np.allclose(values, logged, equal_nan=True)):
+        if name in recomputed and not _agree(values, logged):
             same = np.isclose(values, logged, equal_nan=True) if values.shape == logged.shape else np.zeros(len(values), bool)
             differ = int(np.sum(~same.all(axis=-1) if same.ndim == 2 else ~same))
             logger.warning(
@@ -405,6 +405,14 @@ def read_task_run(
         else:
             run.pairs[name] = values
     return run
+
+
+def _agree(recomputed: np.ndarray, logged: np.ndarray) -> bool:
+    """Whether the recomputed per-item values match the logged ones (same shape; equal, or
+    close, NaN matching NaN). Equal is tried first: it is the usual case and the cheaper test."""
+    if recomputed.shape != logged.shape:
+        return False
+    return bool(np.array_equal(recomputed, logged, equal_nan=True)) or bool(np.allclose(recomputed, logged, equal_nan=True))
 
 
 Prefer = Literal["newest", "largest"]

@@ -11,6 +11,7 @@ the typed decoder cannot take is read again by the plain reader, which names wha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,14 +81,57 @@ def read_columns(
     ``add_item(fingerprint, id, doc, where)`` receives its full doc. Raises
     :class:`SamplesError` naming file, line and field.
     """
-    out = Columns(metrics={name: [] for name in metric_names})
     decoder = _decoders(metric_names)
+    if decoder is not None:
+        whole = _whole_file(path, decoder, wanted_filter, metric_names, kept, seen)
+        if whole is not None:
+            return whole
+    out = Columns(metrics={name: [] for name in metric_names})
     for number, offset, view in jsonl_views(path):
         if view[:1] != b"{" and not bytes(view).strip():  # a row starts with "{": only other lines are copied to test
             continue
         if decoder is None or not _fast(view, decoder, out, wanted_filter, metric_names, kept, seen, add_item, path, number):
             line = JsonlLine(path, number, offset, bytes(view))
             _plain(line, out, wanted_filter, metric_names, kept, seen, add_item, f"{path}, line {number}")
+    return out
+
+
+def _whole_file(path: Path, decoder: Any, wanted_filter: str, metric_names: tuple[str, ...],
+                kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool]) -> Columns | None:
+    """Every row of ``path`` decoded in one call (the file mapped in memory), when that is
+    the same as reading it line by line: None (read it line by line) for a file larger than
+    :data:`~lm_eval_radsafe.jsonl.MAP_AT_MOST`, a line the typed decoder refuses, a row
+    lacking a field, or an item not known yet (its full doc comes from its line)."""
+    import mmap
+
+    from lm_eval_radsafe.jsonl import MAP_AT_MOST
+
+    with Path(path).open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if not 0 < size <= MAP_AT_MOST:
+            return None
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            try:
+                rows = decoder.decode_lines(mapped)
+            except msgspec.MsgspecError:
+                return None
+    unset = msgspec.UNSET
+    chosen = [row for row in rows if row.filter == wanted_filter]
+    if any(row.filter is unset or row.doc is unset for row in rows) or any(
+        row.filtered_resps is unset or not seen(row.doc.dataset_fingerprint, row.doc.id) for row in chosen
+    ):
+        return None
+    columns = [[getattr(row, name) for row in chosen] for name in metric_names]
+    if any(value is unset for column in columns for value in column):
+        return None
+    out = Columns(metrics=dict(zip(metric_names, columns)))
+    where = str(path)
+    out.ids = [row.doc.id for row in chosen]
+    out.answers = [row.doc.answer for row in chosen]
+    out.fingerprints = {row.doc.dataset_fingerprint for row in chosen}
+    out.kept = [kept(row.filtered_resps, where) for row in chosen]
+    if chosen:
+        out.threshold = chosen[-1].doc.overconfidence_threshold
     return out
 
 
