@@ -495,14 +495,15 @@ def test_figures_are_written_in_the_formats_asked(run_dir: Path, tmp_path: Path)
 
     report = build_report([run_dir], n_boot=20, progress=False)
     png = write_report(report, tmp_path / "png", parse_figure_formats("png"))
-    figures = sorted(p for p in png if p.startswith("figures/"))
+    figures = sorted(p for p in png if p.startswith("figures/") and p != "figures/figures.json")
     assert figures and all(p.endswith(".png") for p in figures)
+    assert json.loads(png["figures/figures.json"].read_text())["figures"]  # the plotted numbers beside them
     html = png["report.html"].read_text()
     # the page embeds the very PNG files written, not a second rendering
     embedded = (tmp_path / "png" / figures[0]).read_bytes()
     assert base64.b64encode(embedded).decode() in html
     svg = write_report(report, tmp_path / "svg", parse_figure_formats("svg"))
-    assert all(p.endswith(".svg") for p in svg if p.startswith("figures/"))
+    assert all(p.endswith(".svg") for p in svg if p.startswith("figures/") and p != "figures/figures.json")
     assert "data:image/svg+xml;base64," in svg["report.html"].read_text()
     bare = write_report(report, tmp_path / "none", parse_figure_formats("none"))
     assert not [p for p in bare if p.startswith("figures/")] and not (tmp_path / "none" / "figures").exists()
@@ -753,11 +754,12 @@ def test_condition_deltas_of_many_models_show_their_spread() -> None:
     ax = fig.axes[0]
     (dots,) = ax.collections[:1]
     assert len(dots.get_offsets()) == 40  # every model's difference, both conditions
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["one model", "median, interquartile range"]
+    (legend,) = fig.legends  # beside the axes, not on them
+    assert [t.get_text() for t in legend.get_texts()] == ["one model", "median, interquartile range"]
     medians = ax.lines[0].get_ydata()
     assert [round(float(v), 2) for v in medians] == [9.5, 9.5]  # median of 0..19 pp
     few = figures.condition_deltas([t for t in tests if t["model"] < "m03"])
-    assert [t.get_text() for t in few.axes[0].get_legend().get_texts()] == ["m00", "m01", "m02"]
+    assert [t.get_text() for t in few.legends[0].get_texts()] == ["m00", "m01", "m02"]
 
 
 def test_export_hub_writes_the_hubs_documented_eval_results(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

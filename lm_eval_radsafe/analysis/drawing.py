@@ -1,75 +1,219 @@
 """A report's figures, drawn in a process of their own while the report is computed.
 
 The figures of the results (accuracy against high-risk errors, reliability, scaling, cost)
-need only the per-run table; the condition-delta figures need the paired tests. On Linux,
-:class:`FigureDrawing` forks a process as soon as the table exists: it draws the first
-figures while this process computes the paired tests, receives the tests, draws the
-rest and saves each figure once in every format asked, while this process writes the
-tables and renders report.html around them. Elsewhere (no ``fork``), or when the process
-cannot start, the same figures are drawn here when they are asked for.
+need only the per-run table; the decoupling and condition-delta figures need the paired
+tests. On Linux, :class:`FigureDrawing` forks a process as soon as the table exists: it
+draws the first figures while this process computes the paired tests, receives the
+tests, draws the rest, saves each figure once in every format asked and writes
+``figures.json`` (the numbers each figure plots, and why a figure is absent), while this
+process writes the tables and renders report.html around them. With CPUs to spare
+(:func:`free_cpus`), the figure process shares each batch of figures with forks of itself,
+which inherit its imports and inputs. Elsewhere (no ``fork``), or when the process cannot
+start, the same figures are drawn here when they are asked for.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import pickle
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: the report's figures, in the order report.html shows them
+#: the report's figures, in the order report.html shows them; a figure of a regime other
+#: than greedy is named ``<name>_<regime>`` and follows the greedy one
 FIGURE_ORDER = (
-    "condition_deltas", "condition_deltas_sc", "accuracy_vs_high_risk", "reliability", "scaling", "cost_per_item",
+    "decoupling", "condition_deltas", "accuracy_vs_high_risk", "reliability", "scaling", "cost_per_item",
 )  # fmt: skip
+#: the file beside the figures that holds the numbers each one plots
+DATA_FILE = "figures.json"
 
 
-def _of_results(analysis: Any, cost: list[dict[str, Any]], cards: dict[str, Any]) -> dict[str, Any]:
+def _models(analysis: Any) -> list[str]:
+    return sorted({run.model for run in analysis.runs})
+
+
+#: one figure to draw: a function of no arguments returning a :class:`~lm_eval_radsafe.analysis.figures.Plotted`
+Job = Callable[[], Any]
+
+
+def _of_results(analysis: Any, cost: list[dict[str, Any]], cards: dict[str, Any]) -> list[Job]:
+    """The figures of the per-run table, heaviest first."""
     from lm_eval_radsafe.analysis import figures
 
-    return {
-        "accuracy_vs_high_risk": figures.accuracy_vs_high_risk(analysis.rows),
-        "reliability": figures.reliability(analysis),
-        "scaling": figures.scaling_plot(analysis.rows, cards) if cards else None,
-        "cost_per_item": figures.cost_per_item(cost) if cost else None,
-    }
+    models = _models(analysis)
+    return [
+        partial(figures.plot_accuracy_vs_high_risk, analysis.rows, models=models),
+        partial(figures.plot_reliability, analysis),
+        partial(figures.plot_scaling, analysis.rows, cards),
+        partial(figures.plot_cost_per_item, cost),
+    ]
 
 
-def _of_tests(tests: list[dict[str, Any]]) -> dict[str, Any]:
+def _of_tests(tests: list[dict[str, Any]], analysis: Any) -> list[Job]:
+    """The figures of the paired tests, per regime of the runs (greedy first), heaviest first."""
     from lm_eval_radsafe.analysis import figures
 
-    return {
-        "condition_deltas": figures.condition_deltas(tests),
-        "condition_deltas_sc": figures.condition_deltas(tests, regime="sc"),
-    }
+    models = _models(analysis)
+    regimes = figures.regime_order(run.regime for run in analysis.runs) or ["greedy"]
+    present = {g: {run.condition for run in analysis.runs if run.regime == g} for g in regimes}
+    jobs: list[Job] = [partial(figures.plot_decoupling, tests, g, models=models, conditions=present[g]) for g in regimes]
+    return jobs + [partial(figures.plot_condition_deltas, tests, regime, models=models) for regime in regimes]
 
 
-def _save(made: dict[str, Any], folder: Path, formats: tuple[str, ...]) -> dict[str, str]:
-    """Save each figure in each format; name -> the file report.html embeds (PNG, else the first)."""
+def _new_record() -> dict[str, Any]:
+    from lm_eval_radsafe.analysis.figures import INTERVAL_KINDS
+
+    return {"intervals": dict(INTERVAL_KINDS), "figures": {}, "absent": {}}
+
+
+def _draw(jobs: list[Job], folder: Path, formats: tuple[str, ...]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Draw each figure, save it in each format and close it. Returns name -> the file
+    report.html embeds (PNG, else the first format), and the figures.json part of these
+    figures (their numbers, or why one is absent)."""
     import matplotlib.pyplot as plt
 
-    shown = {}
-    for name, fig in made.items():
-        if fig is None:
+    shown: dict[str, str] = {}
+    record = _new_record()
+    for job in jobs:
+        plotted = job()
+        if plotted.figure is None:
+            record["absent"][plotted.name] = plotted.reason
             continue
         for ext in formats:
-            fig.savefig(folder / f"{name}.{ext}", dpi=130)
-        plt.close(fig)
-        shown[name] = f"{name}.{'png' if 'png' in formats else formats[0]}"
-    return shown
+            plotted.figure.savefig(folder / f"{plotted.name}.{ext}", dpi=130)
+        plt.close(plotted.figure)
+        shown[plotted.name] = f"{plotted.name}.{'png' if 'png' in formats else formats[0]}"
+        record["figures"][plotted.name] = {"files": [f"{plotted.name}.{ext}" for ext in formats], **plotted.data}
+    return shown, record
+
+
+def free_cpus() -> int:
+    """CPUs this process may run on, less one for the process building the report."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, available - 1)
+
+
+def _draw_split(jobs: list[Job], folder: Path, formats: tuple[str, ...], workers: int) -> tuple[dict[str, str], dict[str, Any]]:
+    """:func:`_draw` over ``workers`` processes (this one and forks of it, which share its
+    imports and inputs; on Linux, and with more than one job): job k goes to worker
+    k mod ``workers``. Raises what a worker raised."""
+    workers = min(workers, len(jobs))
+    if workers <= 1 or not sys.platform.startswith("linux"):
+        return _draw(jobs, folder, formats)
+    forks = []
+    for w in range(1, workers):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: draw its share, send it, leave without running any cleanup of the forked state
+            code = 0
+            try:
+                os.close(read)
+                with os.fdopen(write, "wb") as pipe:
+                    try:
+                        outcome: tuple[str, Any] = ("ok", _draw(jobs[w::workers], folder, formats))
+                    except BaseException as exc:  # noqa: BLE001 - sent to the process that forked this one
+                        outcome = ("error", f"{type(exc).__name__}: {exc}")
+                    pickle.dump(outcome, pipe)
+            except BaseException:  # noqa: BLE001 - nothing to report to: the reader sees the pipe end
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        forks.append((pid, read))
+    errors: list[str] = []
+    try:
+        shown, record = _draw(jobs[0::workers], folder, formats)
+    finally:  # every worker is heard and reaped, whatever happened here
+        parts = []
+        for pid, read in forks:
+            with os.fdopen(read, "rb") as pipe:
+                try:
+                    status, value = pickle.load(pipe)
+                except EOFError:
+                    status, value = "error", "a figure worker ended without a result"
+            os.waitpid(pid, 0)
+            if status == "ok":
+                parts.append(value)
+            else:
+                errors.append(value)
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    for more, part in parts:
+        shown.update(more)
+        _merge(record, part)
+    return shown, record
+
+
+def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
+    into["figures"].update(part["figures"])
+    into["absent"].update(part["absent"])
+
+
+def _write_record(folder: Path, record: dict[str, Any], order: list[tuple[str, str]]) -> Path:
+    """figures.json: the figures in report order, then the absent ones with their reasons
+    (plain JSON: NaN never written)."""
+    ranked = [name for name, _ in order]
+    record = {**record, "figures": {name: record["figures"][name] for name in ranked if name in record["figures"]}}
+    path = folder / DATA_FILE
+    path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return path
 
 
 def _ordered(shown: dict[str, str]) -> list[tuple[str, str]]:
-    return [(name, shown[name]) for name in FIGURE_ORDER if name in shown]
+    from lm_eval_radsafe.conditions import REGIMES
+
+    regimes = list(REGIMES)
+
+    def rank(name: str) -> tuple[int, int, str]:
+        for k, base in enumerate(FIGURE_ORDER):
+            if name == base:
+                return (k, -1, "")
+            if name.startswith(base + "_"):
+                regime = name[len(base) + 1:]
+                return (k, regimes.index(regime) if regime in regimes else len(regimes), regime)
+        return (len(FIGURE_ORDER), 0, name)
+
+    return [(name, shown[name]) for name in sorted(shown, key=rank)]
 
 
-def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tuple[str, ...]) -> None:
-    """Body of the figure process: draw, wait for the tests, draw, send the result or the error."""
+def _finish(shown: dict[str, str], record: dict[str, Any], folder: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    order = _ordered(shown)
+    _write_record(folder, record, order)
+    return order, record["absent"]
+
+
+def _draw_all(inputs: tuple[Any, ...], tests: list[dict[str, Any]], folder: Path, formats: tuple[str, ...]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Draw and save every figure and figures.json in this process."""
+    shown, record = _draw(_of_results(*inputs), folder, formats)
+    more, part = _draw(_of_tests(tests, inputs[0]), folder, formats)
+    shown.update(more)
+    _merge(record, part)
+    return _finish(shown, record, folder)
+
+
+def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tuple[str, ...], workers: int) -> None:
+    """Body of the figure process: draw (over ``workers`` processes), wait for the tests,
+    draw, write figures.json, send the result (figures, reasons for the absent ones) or
+    the error."""
     try:
-        shown = _save(_of_results(*inputs), folder, formats)
+        import matplotlib.pyplot  # noqa: F401 - imported once, before any worker is forked
+
+        shown, record = _draw_split(_of_results(*inputs), folder, formats, workers)
         tests = connection.recv()
-        shown.update(_save(_of_tests(tests), folder, formats))
-        connection.send(("ok", _ordered(shown)))
+        more, part = _draw_split(_of_tests(tests, inputs[0]), folder, formats, workers)
+        shown.update(more)
+        _merge(record, part)
+        connection.send(("ok", _finish(shown, record, folder)))
     except EOFError:  # the report was abandoned before its tests existed
         pass
     except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
@@ -83,16 +227,21 @@ class FigureDrawing:
 
     :meth:`start` with the per-run table, the cost rows and the model cards; :meth:`give_tests`
     with the paired tests; :meth:`result` for (name, embedded file) of every figure drawn, in
-    :data:`FIGURE_ORDER`; :meth:`close` in any case (stops a process left waiting).
+    :data:`FIGURE_ORDER`, with the numbers each one plots in :data:`DATA_FILE` beside them
+    (:attr:`data_file`); :meth:`close` in any case (stops a process left waiting).
     """
 
-    def __init__(self, folder: Path, formats: tuple[str, ...]) -> None:
+    def __init__(self, folder: Path, formats: tuple[str, ...], workers: int | None = None) -> None:
         self.folder = Path(folder)
         self.formats = formats
+        #: processes drawing at once in the figure process (:func:`free_cpus` by default)
+        self.workers = workers if workers is not None else free_cpus()
         self._inputs: tuple[Any, ...] | None = None
         self._tests: list[dict[str, Any]] | None = None
         self._process: Any = None
         self._connection: Any = None
+        #: figures.json, once :meth:`result` returned
+        self.data_file: Path | None = None
 
     def start(self, analysis: Any, cost: list[dict[str, Any]], cards: dict[str, Any]) -> None:
         """Begin drawing the figures of the results (in a forked process on Linux)."""
@@ -105,7 +254,7 @@ class FigureDrawing:
         try:
             context = multiprocessing.get_context("fork")
             ours, theirs = context.Pipe()
-            process = context.Process(target=_child, args=(theirs, self._inputs, self.folder, self.formats), daemon=True)
+            process = context.Process(target=_child, args=(theirs, self._inputs, self.folder, self.formats, self.workers), daemon=True)
             process.start()
         except (OSError, ValueError) as exc:
             logger.debug("figures drawn in this process (no figure process: %s)", exc)
@@ -121,24 +270,28 @@ class FigureDrawing:
             self._tests = tests
 
     def result(self) -> list[tuple[str, str]]:
-        """(name, file report.html embeds) of each figure drawn; raises what drawing raised."""
+        """(name, file report.html embeds) of each figure drawn; raises what drawing raised.
+        Logs why each figure left out was not drawn; :attr:`data_file` is then figures.json."""
         if self._inputs is None:
             raise RuntimeError("FigureDrawing.result() before start()")
         if self._connection is None:
             if self._tests is None:
                 raise RuntimeError("FigureDrawing.result() before give_tests()")
-            shown = _save(_of_results(*self._inputs), self.folder, self.formats)
-            shown.update(_save(_of_tests(self._tests), self.folder, self.formats))
-            return _ordered(shown)
-        try:
-            status, value = self._connection.recv()
-        except EOFError:
-            status, value = "error", f"the figure process ended (exit code {self._process.exitcode})"
-        finally:
-            self.close()
-        if status != "ok":
-            raise RuntimeError(f"drawing the report's figures failed: {value}")
-        return value
+            order, absent = _draw_all(self._inputs, self._tests, self.folder, self.formats)
+        else:
+            try:
+                status, value = self._connection.recv()
+            except EOFError:
+                status, value = "error", f"the figure process ended (exit code {self._process.exitcode})"
+            finally:
+                self.close()
+            if status != "ok":
+                raise RuntimeError(f"drawing the report's figures failed: {value}")
+            order, absent = value
+        for name, reason in absent.items():
+            logger.info("figure %s not drawn: %s", name, reason)
+        self.data_file = self.folder / DATA_FILE
+        return order
 
     def close(self) -> None:
         """End the figure process, if any (it stops on its own once this side is closed)."""
