@@ -76,17 +76,26 @@ def report_key(results_files: list[Path], options: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+#: (path, size, mtime) -> digest of the file's first and last :data:`_EDGE` bytes, read once
+#: per process (a report computes the key of every file twice: for itself and for each run)
+_EDGES: dict[tuple[str, int, int], str] = {}
+
+
 def file_key(path: Path, regime: str) -> str:
     """The cache key of ``path`` read as a ``regime`` run (see the module docstring)."""
     path = Path(path).resolve()
     stat = path.stat()
-    digest = hashlib.sha256(f"{FORMAT}\0{path}\0{regime}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(_EDGE))
-        if stat.st_size > _EDGE:
-            handle.seek(max(_EDGE, stat.st_size - _EDGE))
+    known = (str(path), stat.st_size, stat.st_mtime_ns)
+    edges = _EDGES.get(known)
+    if edges is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
             digest.update(handle.read(_EDGE))
-    return digest.hexdigest()
+            if stat.st_size > _EDGE:
+                handle.seek(max(_EDGE, stat.st_size - _EDGE))
+                digest.update(handle.read(_EDGE))
+        edges = _EDGES[known] = digest.hexdigest()
+    return hashlib.sha256(f"{FORMAT}\0{path}\0{regime}\0{stat.st_size}\0{stat.st_mtime_ns}\0{edges}".encode()).hexdigest()
 
 
 class ParsedCache:

@@ -269,9 +269,15 @@ def position_shares(analysis: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
+_ORDER: dict[str, int] = {}
+
+
 def _condition_order(name: str) -> int:
-    names = list(CONDITIONS)
-    return names.index(name) if name in names else len(names)
+    """Registry position of a condition (unknown names last): the order of every table."""
+    if len(_ORDER) != len(CONDITIONS) or (name not in _ORDER and name in CONDITIONS):  # the registry changed
+        _ORDER.clear()
+        _ORDER.update({condition: i for i, condition in enumerate(CONDITIONS)})
+    return _ORDER.get(name, len(_ORDER))
 
 
 def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
