@@ -212,7 +212,7 @@ class Chromium:
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A report over real lm-eval output files: three scripted models (every condition of
-    the fixture set, greedy, and closed book with self-consistency) and one model served by
+    the fixture set, greedy, and closed book with self-consistency and in four option orders) and one model served by
     the scripted OpenAI-compatible server through `radsafe eval` (two conditions, timed),
     with model cards: every figure the report draws."""
     from test_analysis import _answer_fn, write_run
@@ -224,7 +224,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("RADSAFE_DATA", str(FIXTURE))
         mp.setenv("RADSAFE_RESPONSE_CACHE", str(base / "responses.sqlite"))
         for seed, model in enumerate(SCRIPTED):
-            write_run(runs, model, ["radsafe200", "radsafe200_closed_book_sc"], _answer_fn(model, seed))
+            write_run(runs, model, ["radsafe200", "radsafe200_closed_book_sc", "radsafe200_closed_book_perm"], _answer_fn(model, seed))
         with JsonServer(scripted_reply(load_answers(FIXTURE), correct=0.6)) as server:
             code = main([
                 "eval", "--model", "radsafe-local-chat-completions",
