@@ -870,7 +870,7 @@ def plot_reliability(analysis: Any, max_lines: int = 8, n_bins: int = N_BINS) ->
             })  # fmt: skip
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(-0.03, 1.03)  # markers at 0 and 1 drawn whole
         ax.set_ylabel("share correct per bin (0-1)", fontsize=8)
         shown = min(len(mine), max_lines)
         ax.set_title(_regime_display(regime) + (f": {shown} of {len(mine)} runs" if shown < len(mine) else ""), fontsize=9)
@@ -942,6 +942,13 @@ def plot_scaling(rows: list[dict[str, Any]], cards: dict[str, Any], regime: str 
                     "y_low": _num(spec.scale * low), "y_high": _num(spec.scale * high), "y_interval": kind,
                 })  # fmt: skip
         ax.set_xscale("log")
+        # ticks at the model sizes, written plainly (7, not 7x10^0)
+        from matplotlib import ticker
+
+        sizes = sorted({float(cards[r["model"]].parameters) for r in chosen})
+        ax.xaxis.set_major_locator(ticker.FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel("parameters (billions)")
         ax.set_ylabel(spec.axis_label)
         ax.set_title(spec.display_name)
