@@ -210,7 +210,9 @@ def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tupl
 
         shown, record = _draw_split(_of_results(*inputs), folder, formats, workers)
         tests = connection.recv()
-        more, part = _draw_split(_of_tests(tests, inputs[0]), folder, formats, workers)
+        # the report's process has only its tables and page left to write, then waits for
+        # these figures: one more worker takes the CPU it frees
+        more, part = _draw_split(_of_tests(tests, inputs[0]), folder, formats, workers + 1)
         shown.update(more)
         _merge(record, part)
         connection.send(("ok", _finish(shown, record, folder)))
