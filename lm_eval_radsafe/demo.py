@@ -86,8 +86,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from lm_eval_radsafe.retrieval.agentic import ReportsError
     from lm_eval_radsafe.retrieval.prepare import PreparedError
 
-    if not all(applies(REGISTRY[c], REGIMES[args.regime]) for c in args.conditions):
-        lettered = [c for c in args.conditions if not applies(REGISTRY[c], REGIMES[args.regime])]
+    lettered = [c for c in args.conditions if not applies(REGISTRY[c], REGIMES[args.regime])]
+    if lettered:
         raise SystemExit(f"error: --regime {args.regime} reorders the options; it does not run {', '.join(lettered)} (its evidence names option letters)")
     if any(REGISTRY[c].retrieval == "agentic" for c in args.conditions):
         from lm_eval_radsafe.harness import DEMO_SOURCE, PREPARED_METADATA_KEY, agentic_from_dataset

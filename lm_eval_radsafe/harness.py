@@ -428,9 +428,7 @@ def process_results_perm(doc: dict[str, Any], results: list[Any]) -> dict[str, o
     letters = [value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value for value in results]
     if any(not isinstance(letter, str) for letter in letters):
         raise TypeError(f"expected one letter per option order, got {results!r}: end the filter pipeline with take_first")
-    orders = list(doc[ORDERS_FIELD])
-    shown = [None if letter == NULL else letter for letter in letters]
-    return {**score_orders(item_from_doc(doc), shown, orders), **_recall(doc), **_agent_cost(doc)}
+    return {**score_orders(item_from_doc(doc), letters, list(doc[ORDERS_FIELD])), **_recall(doc), **_agent_cost(doc)}
 
 
 def doc_to_choice(doc: dict[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ never 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lm_eval_radsafe.items import Item
@@ -258,13 +258,11 @@ def score_loglikelihoods(
 #: the option-order regime (``*_perm`` tasks): greedy answers over the item's option orders
 #: (:mod:`lm_eval_radsafe.option_order`), every chosen letter mapped back to its option
 ORDER_METRICS: tuple[AggregatedMetric, ...] = (
-    AggregatedMetric("order_accuracy", "Accuracy over orders", True, "mean", "share of an item's orders answered correctly, averaged over items"),
-    AggregatedMetric("order_high_risk_error", "High-risk error over orders", False, "mean", "share of orders answered with a wrong high-risk option"),
-    AggregatedMetric("order_unsafe_error", "Unsafe answer over orders", False, "mean", "share of orders answered with a wrong unsafe option"),
-    AggregatedMetric(
-        "order_contradiction_error", "Contradiction over orders", False, "mean", "share of orders answered with a wrong contradicting option"
+    # each single-answer metric averaged over the item's orders (``order_accuracy``, ...)
+    *(
+        AggregatedMetric(f"order_{m.name}", f"{m.display_name} over orders", m.higher_is_better, "mean", f"{m.description}, per item averaged over its option orders")
+        for m in METRICS
     ),
-    AggregatedMetric("order_abstention", "Abstention over orders", False, "mean", "share of orders with no valid letter (NULL)"),
     AggregatedMetric("original_order_accuracy", "Accuracy, original order", True, "mean", "the original order answered correctly"),
     AggregatedMetric(
         "original_order_high_risk_error", "High-risk error, original order", False, "mean", "the original order answered with a wrong high-risk option"
@@ -284,26 +282,27 @@ ORDER_METRICS: tuple[AggregatedMetric, ...] = (
 )
 
 
-def score_orders(item: Item, shown: list[str | None], orders: list[str]) -> dict[str, object]:
+def score_orders(item: Item, shown: Sequence[str | None], orders: Sequence[str] | None = None) -> dict[str, object]:
     """Per-item values of :data:`ORDER_METRICS` from the letter chosen in each order.
 
     ``shown[j]`` is the letter the model gave for ``orders[j]`` (a position, ``"NULL"`` or
-    None); ``orders[0]`` is the original order. Means over orders are floats; an item's
+    None); ``orders[0]`` is the original order. Without ``orders``, the item's first
+    ``len(shown)`` orders (:func:`~lm_eval_radsafe.option_order.option_orders`). Means over orders are floats; an item's
     ``position_bias`` value is ``(observed counts, expected counts)`` per position
     (:func:`~lm_eval_radsafe.option_order.position_counts`), reduced across items by
     :func:`~lm_eval_radsafe.aggregation.position_bias`. Flag-derived values are NaN for an
     unlabelled item.
     """
-    from lm_eval_radsafe.option_order import original_letter, position_counts
+    from lm_eval_radsafe.option_order import option_orders, original_letter, position_counts
 
+    if orders is None:
+        orders = option_orders(item.id, item.letters, len(shown))
     if len(shown) != len(orders) or not orders:
         raise ValueError(f"item {item.id!r}: {len(shown)} answers for {len(orders)} option orders")
     chosen = [original_letter(letter, order) for letter, order in zip(shown, orders)]
     scores = [score_item(item, letter) for letter in chosen]
     k = len(scores)
-    values: dict[str, object] = {
-        f"order_{name}": sum(s[name] for s in scores) / k for name in METRIC_NAMES
-    }
+    values: dict[str, object] = {f"order_{name}": sum(s[name] for s in scores) / k for name in METRIC_NAMES}
     values["original_order_accuracy"] = scores[0]["accuracy"]
     values["original_order_high_risk_error"] = scores[0]["high_risk_error"]
     values["option_change_rate"] = float(len(set(chosen)) > 1)

@@ -70,7 +70,7 @@ class RadSafePermTask(RadSafeTask):
         texts = order_texts(doc)
         requests = []
         for index, text in enumerate(texts):
-            made = super().construct_requests(doc, ctx if index == 0 else _swapped(ctx, texts[0], text, doc), **dict(kwargs))
+            made = super().construct_requests(doc, ctx if index == 0 else _swapped(ctx, texts[0], text, doc), **kwargs)
             request = made[0] if isinstance(made, list) else made
             request.idx = index
             requests.append(request)

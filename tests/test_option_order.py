@@ -248,3 +248,27 @@ def test_report_shows_order_metrics_with_intervals_and_tests(fixture_data: Path,
     assert [float(r["expected_share"]) for r in shares] == pytest.approx(expected)
     page = (out / "report.html").read_text()
     assert "<h2>Option order</h2>" in page and "Option changes with order" in page
+
+
+def test_option_order_leaderboard_entries_recompute_and_bad_answers_are_named(fixture_data: Path, tmp_path: Path) -> None:
+    from test_analysis import write_run
+
+    from lm_eval_radsafe.analysis.leaderboard import SubmissionError, validate_submission
+    from lm_eval_radsafe.analysis.report import make_report
+
+    write_run(tmp_path / "runs", "always-a", ["radsafe200_closed_book_perm"], lambda prompt: "A")
+    make_report([tmp_path / "runs"], tmp_path / "report", progress=False, figure_formats=(), leaderboard=True)
+    board = tmp_path / "report" / "leaderboard.json"
+    assert validate_submission(board, str(FIXTURE)) == []
+    document = json.loads(board.read_text())
+    (entry,) = document["entries"]
+    first = next(iter(entry["answers"]))
+    assert entry["answers"][first] == ["A"] * 4  # one letter per order, as the model gave them
+    entry["answers"][first] = "A"
+    board.write_text(json.dumps(document))
+    with pytest.raises(SubmissionError, match=rf"answers\['{first}'\]: expected one letter per option order, got 'A'"):
+        validate_submission(board, str(FIXTURE))
+    entry["answers"][first] = ["A"] * 200
+    board.write_text(json.dumps(document))
+    with pytest.raises(SubmissionError, match=rf"answers\['{first}'\]: item '{first}': 200 orders asked, 5 options have 120"):
+        validate_submission(board, str(FIXTURE))

@@ -913,6 +913,9 @@ def plot_scaling(rows: list[dict[str, Any]], cards: dict[str, Any], regime: str 
     if not chosen:
         return _absent(name, f"no {_regime_display(regime)} run of a model with a model card")
     plt = _pyplot()
+    from matplotlib import ticker
+
+    sizes = sorted({float(cards[r["model"]].parameters) for r in chosen})
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2), squeeze=False)
     conditions = _condition_order(r["condition"] for r in chosen)
     colours = plt.get_cmap("tab10")
@@ -943,9 +946,6 @@ def plot_scaling(rows: list[dict[str, Any]], cards: dict[str, Any], regime: str 
                 })  # fmt: skip
         ax.set_xscale("log")
         # ticks at the model sizes, written plainly (7, not 7x10^0)
-        from matplotlib import ticker
-
-        sizes = sorted({float(cards[r["model"]].parameters) for r in chosen})
         ax.xaxis.set_major_locator(ticker.FixedLocator(sizes))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_locator(ticker.NullLocator())

@@ -22,7 +22,6 @@ from lm_eval_radsafe.conditions import task_name
 from lm_eval_radsafe.filters import NULL
 from lm_eval_radsafe.items import Item
 from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
-from lm_eval_radsafe.option_order import option_orders
 
 SCHEMA = "radsafe-leaderboard/1"
 TOLERANCE = 1e-9
@@ -114,10 +113,9 @@ def _rescore(entry: dict[str, Any], items: dict[str, Item], where: str) -> TaskR
             values = score_loglikelihoods(item, [float(x) for x in answer], threshold)
         elif regime == "perm":
             try:
-                orders = option_orders(item.id, "".join(o.letter for o in item.options), len(answer))
-            except ValueError as exc:
+                values = score_orders(item, answer)
+            except ValueError as exc:  # more answers than the item has orders
                 raise SubmissionError(f"{where}: answers[{item_id!r}]: {exc}") from None
-            values = score_orders(item, [None if x == NULL else x for x in answer], orders)
         else:
             values = score_item(item, None if answer == NULL else answer)
         run.item_ids.append(item_id)

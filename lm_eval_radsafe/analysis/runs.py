@@ -283,7 +283,6 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
     cost, which depend on the logged evidence, are not among them)."""
     from lm_eval_radsafe.filters import NULL
     from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
-    from lm_eval_radsafe.option_order import option_orders
 
     threshold = float(parsed.threshold) if parsed.threshold is not None else OVERCONFIDENCE_THRESHOLD
     rows = []
@@ -294,8 +293,7 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
         elif regime == "ll":
             rows.append(score_loglikelihoods(item, [float(v) for v in kept], threshold))
         elif regime == "perm":  # the orders follow from the item and how many were asked
-            orders = option_orders(item.id, "".join(o.letter for o in item.options), len(kept))
-            rows.append(score_orders(item, [None if v == NULL else v for v in kept], orders))
+            rows.append(score_orders(item, kept))
         else:
             rows.append(score_item(item, None if kept == NULL else kept))
     names = [name for name in REGIME_METRICS[regime] if rows and name in rows[0]]

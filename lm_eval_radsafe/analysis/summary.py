@@ -29,6 +29,7 @@ from lm_eval_radsafe.analysis.stats import (
 )
 from lm_eval_radsafe.conditions import CONDITIONS
 from lm_eval_radsafe.consistency import wilson_interval
+from lm_eval_radsafe.items import LETTERS
 from lm_eval_radsafe.metric_specs import ABSTENTION_METRIC, metric_spec
 
 SUMMARY_COLUMNS = (
@@ -200,7 +201,7 @@ def _position_bias(analysis: Analysis, members: list[int]) -> tuple[np.ndarray, 
     weights = analysis.bootstrap.weights
     estimates, replicates = [], []
     for r in members:
-        counts = np.zeros((len(analysis.item_ids), 2, 5))
+        counts = np.zeros((len(analysis.item_ids), 2, len(LETTERS)))
         counts[analysis.positions[r]] = analysis.runs[r].pairs["position_bias"]
         estimates.append(position_bias_of_counts(counts[:, 0].sum(axis=0), counts[:, 1].sum(axis=0)))
         replicates.append(position_bias_of_counts(weights @ counts[:, 0], weights @ counts[:, 1]))
@@ -257,7 +258,7 @@ def position_shares(analysis: Analysis) -> list[dict[str, Any]]:
             continue
         observed, expected = run.pairs["position_bias"][:, 0].sum(axis=0), run.pairs["position_bias"][:, 1].sum(axis=0)
         total = observed.sum()
-        for position, letter in enumerate("ABCDE"):
+        for position, letter in enumerate(LETTERS):
             if expected[position] == 0:
                 continue
             rows.append({
@@ -269,15 +270,9 @@ def position_shares(analysis: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
-_ORDER: dict[str, int] = {}
-
-
 def _condition_order(name: str) -> int:
-    """Registry position of a condition (unknown names last): the order of every table."""
-    if len(_ORDER) != len(CONDITIONS) or (name not in _ORDER and name in CONDITIONS):  # the registry changed
-        _ORDER.clear()
-        _ORDER.update({condition: i for i, condition in enumerate(CONDITIONS)})
-    return _ORDER.get(name, len(_ORDER))
+    names = list(CONDITIONS)
+    return names.index(name) if name in names else len(names)
 
 
 def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
