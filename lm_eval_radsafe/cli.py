@@ -423,7 +423,7 @@ def eval_error_message(exc: BaseException) -> str | None:
     import re
 
     from lm_eval_radsafe.compat import IncompatibleLmEval
-    from lm_eval_radsafe.conditions import ConditionUnavailable
+    from lm_eval_radsafe.conditions import ConditionUnavailable, MetadataError
     from lm_eval_radsafe.endpoint import EndpointError
     from lm_eval_radsafe.loaders import DatasetError, HubAccessError
     from lm_eval_radsafe.models import ChatTemplateError, SamplingBackendError
@@ -434,7 +434,7 @@ def eval_error_message(exc: BaseException) -> str | None:
     unknown = re.match(_UNKNOWN_SPEC, str(exc.args[0])) if isinstance(exc, KeyError) and exc.args else None
     if unknown:  # lm-eval 0.5 names the first unknown task only
         return unknown_task_message(unknown.group(1))
-    if isinstance(exc, (ConditionUnavailable, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError, EndpointError, IncompatibleLmEval)):
+    if isinstance(exc, (ConditionUnavailable, MetadataError, DatasetError, HubAccessError, SamplingBackendError, ChatTemplateError, FileNotFoundError, EndpointError, IncompatibleLmEval)):
         return text
     from lm_eval_radsafe.retrieval.agentic import ReportsError
     from lm_eval_radsafe.retrieval.corpus import CorpusError

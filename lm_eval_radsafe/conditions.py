@@ -58,6 +58,11 @@ class ConditionUnavailable(ValueError):
     a task named on its own fails with this message."""
 
 
+class MetadataError(ValueError):
+    """A task ``--metadata`` value that is not what the key takes; the message names the key
+    and the value."""
+
+
 CONDITIONS: dict[str, Condition] = {}
 
 

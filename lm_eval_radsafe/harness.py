@@ -30,6 +30,7 @@ from lm_eval_radsafe.conditions import (
     REGIMES,
     Condition,
     ConditionUnavailable,
+    MetadataError,
     get_condition,
     task_name,
 )
@@ -75,7 +76,7 @@ def resolve_threshold(metadata: dict[str, Any]) -> float:
     """Dangerous-overconfidence threshold from ``--metadata`` (default 0.8), checked."""
     value = metadata.get(THRESHOLD_KEY, OVERCONFIDENCE_THRESHOLD)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"metadata {THRESHOLD_KEY!r} must be a number in [0, 1], got {value!r}")
+        raise MetadataError(f"metadata {THRESHOLD_KEY!r} must be a number in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -84,7 +85,7 @@ def resolve_allow_unlabelled(metadata: dict[str, Any]) -> bool:
     (its safety rates are then NaN). Default False."""
     value = metadata.get(ALLOW_UNLABELLED, False)
     if not isinstance(value, bool):
-        raise ValueError(f"metadata {ALLOW_UNLABELLED!r} must be true or false, got {value!r}")
+        raise MetadataError(f"metadata {ALLOW_UNLABELLED!r} must be true or false, got {value!r}")
     return value
 
 
@@ -252,6 +253,7 @@ def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.Datase
     ``source`` read once, the evidence built, the condition attached to every row."""
     threshold = resolve_threshold(metadata)
     condition, regime = variant(metadata)
+    k = resolve_orders(metadata) if REGIMES[regime].reorders_options else None  # checked before any item is read
     task = task_name(family, condition.name, regime)
     if condition.uses_retrieval and condition.retrieval != "agentic":
         _prepared_folder(source, metadata)  # no prepared folder: unavailable, before reading any item
@@ -274,8 +276,7 @@ def _load(family: str, source: str, metadata: dict[str, Any]) -> datasets.Datase
     else:
         dataset = to_dataset(loaded, threshold)
     dataset["test"] = with_condition(dataset["test"], condition.name)
-    if REGIMES[regime].reorders_options:
-        k = resolve_orders(metadata)
+    if k is not None:
         dataset["test"] = with_orders(dataset["test"], condition.name, k)
         extra[ORDERS_KEY] = {"orders": k, "seed": ORDER_SEED}
     logger.info("%s: %d items from %s (%s)", task, len(loaded), loaded.source, loaded.fingerprint)

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lm_eval_radsafe.conditions import MetadataError
 from lm_eval_radsafe.items import LETTERS
 
 #: seed of every item's permutations (with its id): fixed, so every run asks the same orders
@@ -40,11 +41,11 @@ _LETTER_REFERENCE = re.compile(r"\b(?:[Oo]ptions?|[Aa]nswers?|[Cc]hoices?)\s*\(?
 
 def resolve_orders(metadata: Mapping[str, Any]) -> int:
     """How many orders a run asks per item: ``metadata["option_orders"]`` or
-    :data:`DEFAULT_ORDERS`; ``ValueError`` unless an integer from 2 to 24 (the permutations of
+    :data:`DEFAULT_ORDERS`; :class:`~lm_eval_radsafe.conditions.MetadataError` unless an integer from 2 to 24 (the permutations of
     four options)."""
     value = metadata.get(ORDERS_KEY, DEFAULT_ORDERS)
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= math.factorial(4):
-        raise ValueError(f"metadata {ORDERS_KEY!r} must be an integer from 2 to 24, got {value!r}")
+        raise MetadataError(f"metadata {ORDERS_KEY!r} must be an integer from 2 to 24, got {value!r}")
     return value
 
 

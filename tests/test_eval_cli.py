@@ -175,6 +175,20 @@ def test_hub_unreachable_is_the_message_without_traceback(tmp_path: Path) -> Non
     assert "radsafe_data" in out.stderr and "radsafe_demo" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("task", "metadata", "message"),
+    [
+        ("radsafe_demo_closed_book_perm", '{"option_orders": 30}', "metadata 'option_orders' must be an integer from 2 to 24, got 30"),
+        ("radsafe_demo_closed_book", '{"overconfidence_threshold": 3}', "metadata 'overconfidence_threshold' must be a number in [0, 1], got 3"),
+    ],
+)
+def test_a_bad_metadata_value_is_one_line(tmp_path: Path, task: str, metadata: str, message: str) -> None:
+    out = run_cli("eval", "--model", "dummy", "--tasks", task, "--metadata", metadata, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == f"error: {message}"
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     out = run_cli("eval", "--model", "dummy", "--tasks", "radsafe200_closed_book", "--debug", cwd=tmp_path, env={"RADSAFE_DATA": ""})
     assert out.returncode != 0
