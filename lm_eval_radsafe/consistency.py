@@ -80,7 +80,15 @@ def synchronized_failure(ballots: Sequence[str], answer: str) -> bool:
     single-model script instead drops NULLs and asks for two or more identical wrong
     letters; ``radsafe report --rules study`` keeps that rule for the sampled regime.)
     """
-    return len(ballots) >= 2 and NULL not in ballots and len(set(ballots)) == 1 and ballots[0] != answer
+    return synchronized_of_counts(Counter(ballots), answer)
+
+
+def synchronized_of_counts(counts: Mapping[str, int], answer: str) -> bool:
+    """:func:`synchronized_failure` from the ballots' counts (ballot -> count)."""
+    if len(counts) != 1:
+        return False
+    (ballot, count), = counts.items()
+    return count >= 2 and ballot != NULL and ballot != answer
 
 
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -94,39 +102,80 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """What scoring an item needs of its ballots (:func:`vote`): a part of :class:`VoteStats`."""
+
+    majority: str  # a letter of the item, or NULL
+    entropy: float
+    confidence: float
+    n_valid: int
+    null_rate: float
+    robustness: float
+    synchronized_failure: bool
+
+
+def ballot_counts(item: Item, letters: Sequence[str]) -> Counter[str]:
+    """Each ballot's count, in the order ballots first occur: a sampled letter outside the
+    item's options counts as NULL (whole ballots only: "" or "AB" is not a letter of "ABCD")."""
+    counts = Counter(letters)
+    allowed = item.letter_set
+    if allowed.issuperset(counts):
+        return counts
+    # every other ballot merged into NULL, which takes the place of the first of them
+    merged: Counter[str] = Counter()
+    for ballot, count in counts.items():
+        merged[ballot if ballot in allowed else NULL] += count
+    return merged
+
+
+def vote(item: Item, counts: Mapping[str, int]) -> Vote:
+    """The majority, entropy, confidence, robustness and synchronized failure of ``item``'s
+    ballots from :func:`ballot_counts` (see the module docstring). Raises ``ValueError`` for
+    no ballots."""
+    k = sum(counts.values())
+    if not k:
+        raise ValueError(f"item {item.id!r}: no samples to vote on")
+    # summed in the order ballots first occur, so a ballot list gives one value everywhere
+    entropy = -sum((c / k) * math.log(c / k) for c in counts.values())
+    n_null = counts.get(NULL, 0)
+    n_valid = k - n_null
+    return Vote(
+        majority=majority_of_counts(counts),
+        entropy=entropy,
+        confidence=1.0 - entropy / math.log(len(item.options) + 1),
+        n_valid=n_valid,
+        null_rate=n_null / k,
+        # the answer is one of the item's letters, never NULL
+        robustness=counts.get(item.answer, 0) / n_valid if n_valid else 0.0,
+        synchronized_failure=synchronized_of_counts(counts, item.answer),
+    )
+
+
 def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
     """Statistics of the sampled ``letters`` of ``item`` (see the module docstring).
 
     Raises ``ValueError`` for an empty sample list.
     """
-    if not letters:
-        raise ValueError(f"item {item.id!r}: no samples to vote on")
-    valid_letters = item.letters
-    allowed = frozenset(valid_letters)  # whole ballots only: "" or "AB" is not a letter of "ABCD"
-    ballots = [x if x in allowed else NULL for x in letters]
-    k = len(ballots)
-    counts = Counter(ballots)
-    majority = majority_of_counts(counts)
+    counts = ballot_counts(item, letters)
+    core = vote(item, counts)
+    k = len(letters)
     ordered = sorted(counts.values(), reverse=True)
     top = ordered[0]
     runner_up = ordered[1] if len(ordered) > 1 else 0
-    entropy = -sum((c / k) * math.log(c / k) for c in counts.values())
-    confidence = 1.0 - entropy / math.log(len(valid_letters) + 1)
     low, high = wilson_interval(top, k)
-    n_valid = k - counts.get(NULL, 0)
-    correct_valid = counts.get(item.answer, 0)  # the answer is one of the item's letters, never NULL
     return VoteStats(
         n_samples=k,
         counts=dict(sorted(counts.items())),
-        majority=majority,
+        majority=core.majority,
         agreement=top / k,
         margin=(top - runner_up) / k,
-        entropy=entropy,
-        confidence=confidence,
+        entropy=core.entropy,
+        confidence=core.confidence,
         wilson_low=low,
         wilson_high=high,
-        n_valid=n_valid,
-        null_rate=counts.get(NULL, 0) / k,
-        robustness=correct_valid / n_valid if n_valid else 0.0,
-        synchronized_failure=synchronized_failure(ballots, item.answer),
+        n_valid=core.n_valid,
+        null_rate=core.null_rate,
+        robustness=core.robustness,
+        synchronized_failure=core.synchronized_failure,
     )

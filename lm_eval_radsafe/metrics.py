@@ -182,9 +182,9 @@ def score_votes(item: Item, letters: list[str], threshold: float = OVERCONFIDENC
     Values are floats for ``mean`` metrics, ``(confidence, selected)`` pairs for
     ``mean_where`` and ``(confidence, correct)`` pairs for ECE/MCE.
     """
-    from lm_eval_radsafe.consistency import vote_stats
+    from lm_eval_radsafe.consistency import ballot_counts, vote
 
-    stats = vote_stats(item, letters)
+    stats = vote(item, ballot_counts(item, letters))
     majority = None if stats.majority == "NULL" else stats.majority
     base = score_item(item, majority)
     correct = bool(base["accuracy"])

@@ -17,7 +17,9 @@ keyed by :func:`report_key`, so the same report asked again is written from its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import tempfile
@@ -98,6 +100,10 @@ def file_key(path: Path, regime: str) -> str:
     return hashlib.sha256(f"{FORMAT}\0{path}\0{regime}\0{stat.st_size}\0{stat.st_mtime_ns}\0{edges}".encode()).hexdigest()
 
 
+#: numbers of the temporary files one process writes
+_TEMPORARY = itertools.count()
+
+
 class ParsedCache:
     """Load and store parsed runs (``enabled=False``, or no msgspec: a cache that keeps nothing)."""
 
@@ -132,15 +138,17 @@ class ParsedCache:
         if not self.enabled:
             return
         path = self._path(key)
+        # written under a name of this process alone (workers store side by side), then moved into place
+        partial = path.with_name(f"{path.name}.{os.getpid()}-{next(_TEMPORARY)}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            payload = msgspec.msgpack.encode({"format": FORMAT, "fields": fields})
-            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
-                handle.write(payload)
-            os.replace(handle.name, path)
+            partial.write_bytes(msgspec.msgpack.encode({"format": FORMAT, "fields": fields}))
+            os.replace(partial, path)
             self.stored += 1
         except OSError as exc:
             logger.warning("report cache: cannot write %s (%s); parsing continues uncached", path, exc)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
 
 
 class ReportStore:

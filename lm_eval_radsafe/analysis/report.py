@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,32 @@ class Report:
     rules: dict[str, Any] | None = None
 
 
+def one_blas_thread() -> Any:
+    """A context in which numpy's BLAS runs on one thread (``threadpoolctl``, of the report
+    extra; a no-op without it). The report's matrix products are small (replicates x items
+    by items x runs) while its figures are drawn in other processes: BLAS threads waiting
+    for a busy CPU cost far more than they save."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _on_one_blas_thread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run inside :func:`one_blas_thread`."""
+
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with one_blas_thread():
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+@_on_one_blas_thread
 def build_report(
     run_dirs: list[str | Path],
     model_cards: str | Path | None = None,

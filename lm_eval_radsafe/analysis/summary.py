@@ -92,7 +92,6 @@ class Analysis:
     masks: np.ndarray  # (n, R) bool
     positions: list[np.ndarray] = field(default_factory=list)  # per run: its items on the shared axis
     rows: list[dict[str, Any]] = field(default_factory=list)
-    replicates: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     _matrices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def column(self, run_index: int, metric: str) -> np.ndarray:
@@ -167,7 +166,6 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
         low, high = percentile_ci(reps)
         for j, r in enumerate(members):
             run = runs[r]
-            analysis.replicates[(r, metric)] = reps[:, j]
             row = {
                 "model": run.model,
                 "condition": run.condition,
