@@ -1,7 +1,7 @@
 """A cache of parsed samples files, so a second report over the same folders skips parsing.
 
 One entry per samples file and regime, keyed by the file's absolute path, size,
-modification time and a hash of its first and last 64 KiB, and by this module's format
+modification time and a hash of its first and last 16 KiB, and by this module's format
 version: a file that is rewritten, appended to, truncated or touched is parsed again.
 Entries hold what :func:`~lm_eval_radsafe.analysis.runs.parse_samples` returns (ids,
 answers, kept values, logged and recomputed metric values as raw float64), as MessagePack:
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 #: bump when the cached fields or their meaning change
 FORMAT = 4  # 4: synchronized failure needs every sample to be a letter
-_EDGE = 64 * 1024
+_EDGE = 16 * 1024
 
 
 def cache_folder() -> Path:

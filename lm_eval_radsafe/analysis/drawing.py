@@ -14,6 +14,7 @@ start, the same figures are drawn here when they are asked for.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -205,6 +206,7 @@ def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tupl
     """Body of the figure process: draw (over ``workers`` processes), wait for the tests,
     draw, write figures.json, send the result (figures, reasons for the absent ones) or
     the error."""
+    gc.enable()  # the report's process may have paused it; figures leave cyclic garbage
     try:
         import matplotlib.pyplot  # noqa: F401 - imported once, before any worker is forked
 
@@ -257,7 +259,13 @@ class FigureDrawing:
             context = multiprocessing.get_context("fork")
             ours, theirs = context.Pipe()
             process = context.Process(target=_child, args=(theirs, self._inputs, self.folder, self.formats, self.workers), daemon=True)
-            process.start()
+            # the report's objects out of the collector's reach in the child: its collections
+            # would write to every page holding them, copying what fork shares
+            gc.freeze()
+            try:
+                process.start()
+            finally:
+                gc.unfreeze()
         except (OSError, ValueError) as exc:
             logger.debug("figures drawn in this process (no figure process: %s)", exc)
             return

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import datetime as dt
 import functools
+import gc
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +108,25 @@ def one_blas_thread() -> Any:
     extra; a no-op without it). The report's matrix products are small (replicates x items
     by items x runs) while its figures are drawn in other processes: BLAS threads waiting
     for a busy CPU cost far more than they save."""
-    import contextlib
-
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (as it was after). A report
+    creates hundreds of thousands of long-lived objects (runs, rows, tests) and almost no
+    cyclic garbage; each full collection would walk all of them again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _on_one_blas_thread(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -477,8 +491,9 @@ def make_report(
     watched.addHandler(handler)
     drawing = FigureDrawing(out / "figures", figure_formats) if figure_formats else None
     try:
-        report = build_report(run_dirs, use_cache=use_cache, drawing=drawing, **options)
-        written = write_report(report, out, figure_formats, drawing)
+        with collector_paused():
+            report = build_report(run_dirs, use_cache=use_cache, drawing=drawing, **options)
+            written = write_report(report, out, figure_formats, drawing)
         if leaderboard:
             from lm_eval_radsafe.analysis.leaderboard import write_leaderboard
 
