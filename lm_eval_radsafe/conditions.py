@@ -81,6 +81,21 @@ def register_condition(condition: Condition) -> Condition:
     return condition
 
 
+#: name -> position in :data:`CONDITIONS`, rebuilt when the registry changed size
+_RANKS: dict[str, int] = {}
+
+
+def condition_rank(name: str) -> int:
+    """Where the condition called ``name`` stands in the registry (the order reports show
+    conditions in); a name not registered comes last."""
+    rank = _RANKS.get(name)
+    if rank is None or len(_RANKS) != len(CONDITIONS):
+        _RANKS.clear()
+        _RANKS.update((known, position) for position, known in enumerate(CONDITIONS))
+        rank = _RANKS.get(name, len(CONDITIONS))
+    return rank
+
+
 def get_condition(name: str) -> Condition:
     """The registered condition called ``name`` (KeyError lists the known names)."""
     try:

@@ -605,6 +605,8 @@ def _positions_view(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, str], d
 
 def _render_page(report: Report, figures_html: Any) -> str:
     """report.html around ``figures_html`` (markup: the figures section, or a mark for it)."""
+    import markupsafe
+
     env = _environment()
     env.filters["pct"] = _fmt
     env.filters["num"] = lambda v: _fmt(v, percent=False)
@@ -635,9 +637,16 @@ def _render_page(report: Report, figures_html: Any) -> str:
         tables.append({"regime": REGIMES[regime].display_name, "metrics": metrics, "rows": body})
     headline = {regime: headline_metrics(regime) for regime in REGIMES}
     worst_top = sorted(report.worst, key=lambda r: (-r["n_dangerous"], -r["n_wrong"], r["item_id"]))[:25]
-    drill = {}
+    drill: dict[str, list[dict[str, Any]]] = {}
+    models = report.meta["models"]
+    cell: dict[str, str] = {}  # answer -> its table cell, escaped once (a study grid has about 70,000 cells)
     for row in report.worst:
-        drill.setdefault(row["item_id"], []).append(row)
+        answers = [str(row["answers"].get(model, "–")) for model in models]
+        for answer in set(answers) - cell.keys():
+            cell[answer] = f'<td class="l">{markupsafe.escape(answer)}</td>'
+        drill.setdefault(row["item_id"], []).append(
+            {"condition": row["condition"], "regime": row["regime"], "cells": markupsafe.Markup("".join(map(cell.__getitem__, answers)))}
+        )
     tests, tests_note = tests_shown(report.tests, report.meta["conditions"])
     return env.get_template("report.html.j2").render(
         meta=report.meta,

@@ -60,7 +60,7 @@ from lm_eval_radsafe.analysis.stats import (
     weighted_means,
     weighted_ratio,
 )
-from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
+from lm_eval_radsafe.conditions import REGIMES, condition_rank
 from lm_eval_radsafe.consistency import majority_vote
 from lm_eval_radsafe.filters import ALL_LETTERS, NULL, extract_letter
 from lm_eval_radsafe.items import Item
@@ -419,13 +419,8 @@ def rules_table(study: StudyRuns) -> list[dict[str, Any]]:
                     "study_rule": STUDY_RULE.get(metric, ""),
                 }
             )
-    rows.sort(key=lambda r: (r["model"], _condition_order(r["condition"]), r["regime"], r["metric"]))
+    rows.sort(key=lambda r: (r["model"], condition_rank(r["condition"]), r["regime"], r["metric"]))
     return rows
-
-
-def _condition_order(name: str) -> int:
-    names = list(CONDITIONS)
-    return names.index(name) if name in names else len(names)
 
 
 def _discordant(a: dict[str, float], b: dict[str, float], shared: list[str]) -> tuple[int, int]:
@@ -445,7 +440,7 @@ def mcnemar_table(study: StudyRuns) -> list[dict[str, Any]]:
             by_model.setdefault(run.model, {})[run.condition] = run
     rows = []
     for model, conditions in sorted(by_model.items()):
-        ordered = sorted(conditions, key=_condition_order)
+        ordered = sorted(conditions, key=condition_rank)
         for cond_a, cond_b in combinations(ordered, 2):
             run_a, run_b = conditions[cond_a], conditions[cond_b]
             shared = sorted(set(run_a.item_ids) & set(run_b.item_ids))

@@ -27,7 +27,7 @@ from lm_eval_radsafe.analysis.stats import (
     weighted_means,
     weighted_ratio,
 )
-from lm_eval_radsafe.conditions import CONDITIONS
+from lm_eval_radsafe.conditions import condition_rank
 from lm_eval_radsafe.consistency import wilson_interval
 from lm_eval_radsafe.items import LETTERS
 from lm_eval_radsafe.metric_specs import ABSTENTION_METRIC, metric_spec
@@ -143,6 +143,7 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
     metric_kinds: dict[str, str] = {}
     for run in runs:
         metric_kinds.update(REGIME_METRICS[run.regime])
+    binned: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     for metric, kind in metric_kinds.items():
         members = [r for r, run in enumerate(runs) if metric in REGIME_METRICS[run.regime]]
         mask = masks[:, members]
@@ -159,10 +160,13 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
             if kind == "mean_where":
                 estimate = weighted_ratio(ones, values, flags, mask)[0]
                 reps = weighted_ratio(weights, values, flags, mask)
-            else:
+            else:  # ECE and MCE of the same (confidence, correct) columns: binned once for both
                 which = 0 if metric.endswith("ece") else 1
-                estimate = calibration(ones, values, flags, mask)[which][0]
-                reps = calibration(weights, values, flags, mask)[which]
+                if binned is None or not all(
+                    np.array_equal(x, y, equal_nan=True) for x, y in zip((values, flags, mask), binned[0])
+                ):
+                    binned = ((values, flags, mask), calibration(ones, values, flags, mask), calibration(weights, values, flags, mask))
+                estimate, reps = binned[1][which][0], binned[2][which]
         low, high = percentile_ci(reps)
         for j, r in enumerate(members):
             run = runs[r]
@@ -183,10 +187,10 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
             }
             if kind == "mean":
                 column = run.values[metric]
-                if np.isin(column, (0.0, 1.0)).all():
+                if ((column == 0.0) | (column == 1.0)).all():
                     row["wilson_low"], row["wilson_high"] = wilson_interval(int(column.sum()), len(column))
             analysis.rows.append(row)
-    analysis.rows.sort(key=lambda row: (row["model"], _condition_order(row["condition"]), row["regime"], row["metric"]))
+    analysis.rows.sort(key=lambda row: (row["model"], condition_rank(row["condition"]), row["regime"], row["metric"]))
     return analysis
 
 
@@ -235,7 +239,7 @@ def order_tests(analysis: Analysis) -> list[dict[str, Any]]:
                 "test": "paired_bootstrap", "p_value": p_values[j], "p_holm": adjusted_holm[j], "p_bh": adjusted_bh[j],
                 "n_items": int(mask[:, j].sum()),
             })  # fmt: skip
-    tests.sort(key=lambda t: (t["model"], _condition_order(t["condition"]), t["metric"]))
+    tests.sort(key=lambda t: (t["model"], condition_rank(t["condition"]), t["metric"]))
     return tests
 
 
@@ -268,11 +272,6 @@ def position_shares(analysis: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
-def _condition_order(name: str) -> int:
-    names = list(CONDITIONS)
-    return names.index(name) if name in names else len(names)
-
-
 def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
     """Every pair of conditions of the same model and regime, for every mean metric.
 
@@ -288,7 +287,7 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
         by_cell.setdefault((run.model, run.regime), {})[run.condition] = r
     specs: dict[str, list[tuple[str, str, str, str, int, int]]] = {}
     for (model, regime), conditions in sorted(by_cell.items()):
-        ordered = sorted(conditions, key=_condition_order)
+        ordered = sorted(conditions, key=condition_rank)
         for cond_a, cond_b in combinations(ordered, 2):
             ra, rb = conditions[cond_a], conditions[cond_b]
             if not (analysis.masks[:, ra] & analysis.masks[:, rb]).any():
@@ -338,7 +337,7 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
                     "n_items": int(shared[:, j].sum()),
                 }
             )
-    tests.sort(key=lambda t: (t["model"], t["regime"], _condition_order(t["condition_a"]), _condition_order(t["condition_b"]), t["metric"]))
+    tests.sort(key=lambda t: (t["model"], t["regime"], condition_rank(t["condition_a"]), condition_rank(t["condition_b"]), t["metric"]))
     return tests
 
 
