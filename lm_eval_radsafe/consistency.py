@@ -129,15 +129,22 @@ def ballot_counts(item: Item, letters: Sequence[str]) -> Counter[str]:
     return merged
 
 
+#: ballot counts in order of first occurrence -> their entropy (a few thousand distinct
+#: sequences at most: K samples split among at most six ballots)
+_ENTROPY: dict[tuple[int, ...], float] = {}
+
+
 def vote(item: Item, counts: Mapping[str, int]) -> Vote:
     """The majority, entropy, confidence, robustness and synchronized failure of ``item``'s
     ballots from :func:`ballot_counts` (see the module docstring). Raises ``ValueError`` for
     no ballots."""
-    k = sum(counts.values())
+    sizes = tuple(counts.values())
+    k = sum(sizes)
     if not k:
         raise ValueError(f"item {item.id!r}: no samples to vote on")
-    # summed in the order ballots first occur, so a ballot list gives one value everywhere
-    entropy = -sum((c / k) * math.log(c / k) for c in counts.values())
+    entropy = _ENTROPY.get(sizes)
+    if entropy is None:  # summed in the order ballots first occur, so a ballot list gives one value everywhere
+        entropy = _ENTROPY[sizes] = -sum((c / k) * math.log(c / k) for c in sizes)
     n_null = counts.get(NULL, 0)
     n_valid = k - n_null
     return Vote(

@@ -22,7 +22,7 @@ from lm_eval_radsafe.analysis.samples import SamplesError, read_columns
 from lm_eval_radsafe.conditions import REGIMES, parse_task_name
 from lm_eval_radsafe.items import Item, ItemError
 from lm_eval_radsafe.jsonl import JsonlError, read_jsonl
-from lm_eval_radsafe.metrics import LL_METRICS, METRICS, ORDER_METRICS, SC_METRICS
+from lm_eval_radsafe.metrics import LL_METRICS, METRICS, ORDER_METRICS, SC_METRICS, score_item
 from lm_eval_radsafe.provenance import package_version, task_of_key, task_provenance
 
 logger = logging.getLogger(__name__)
@@ -277,33 +277,41 @@ def _completeness(
     return None
 
 
-#: (item id, kept answer) -> (the item, its scores): a greedy answer scored once per process
-_GREEDY_SCORES: dict[tuple[str, str], tuple[Item, dict[str, float]]] = {}
+#: (item id, answer) -> (the item, its scores): an answer scored once per process
+_ANSWER_SCORES: dict[tuple[str, str], tuple[Item, dict[str, float]]] = {}
+
+
+def _answer_scores(item: Item, answer: Any) -> dict[str, float]:
+    """:func:`~lm_eval_radsafe.metrics.score_item` of ``item`` and a kept answer (a letter,
+    ``"NULL"`` or None: both abstain), each (item, answer) scored once: a grid's runs give
+    a handful of distinct answers per item."""
+    key = (item.id, answer if isinstance(answer, str) else repr(answer))
+    known = _ANSWER_SCORES.get(key)
+    if known is None or known[0] is not item:
+        known = _ANSWER_SCORES[key] = (item, score_item(item, answer))
+    return known[1]
 
 
 def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item]) -> dict[str, np.ndarray]:
     """The regime's per-item values recomputed from each item's kept answer and its
     labelled record, as the task's own scoring computes them (evidence recall and agent
     cost, which depend on the logged evidence, are not among them)."""
-    from lm_eval_radsafe.filters import NULL
-    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
+    from lm_eval_radsafe.consistency import ballot_counts, vote
+    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, majority_letter, score_loglikelihoods, score_orders, score_vote
 
     threshold = float(parsed.threshold) if parsed.threshold is not None else OVERCONFIDENCE_THRESHOLD
     rows = []
     for item_id, kept in zip(parsed.ids, parsed.letters):
         item = items[(parsed.fingerprint, item_id)]
-        if regime == "sc":
-            rows.append(score_votes(item, list(kept), threshold))
+        if regime == "sc":  # score_votes, with the majority's scores looked up
+            stats = vote(item, ballot_counts(item, list(kept)))
+            rows.append(score_vote(item, stats, _answer_scores(item, majority_letter(stats)), threshold))
         elif regime == "ll":
             rows.append(score_loglikelihoods(item, [float(v) for v in kept], threshold))
         elif regime == "perm":  # the orders follow from the item and how many were asked
             rows.append(score_orders(item, kept))
-        else:  # a handful of distinct answers per item across a grid's runs: each scored once
-            memo_key = (item.id, kept if isinstance(kept, str) else repr(kept))
-            row = _GREEDY_SCORES.get(memo_key)
-            if row is None or row[0] is not item:
-                row = _GREEDY_SCORES[memo_key] = (item, score_item(item, None if kept == NULL else kept))
-            rows.append(row[1])
+        else:
+            rows.append(_answer_scores(item, kept))
     names = [name for name in REGIME_METRICS[regime] if rows and name in rows[0]]
     return {name: np.asarray([row[name] for row in rows], dtype=float) for name in names}
 
