@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,15 +66,16 @@ class MissingExtraError(ImportError):
 
 def require_report_extra() -> None:
     """Raise :class:`MissingExtraError` (one line, with the install command) unless the
-    ``report`` extra is importable; called before anything is written."""
-    import importlib
+    ``report`` extra is installed; called before anything is written. Nothing is imported
+    here: the figures import matplotlib in their own process."""
+    import importlib.util
 
-    missing = []
-    for name in REPORT_EXTRA_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    def installed(name: str) -> bool:
+        if name in sys.modules:  # imported already, or marked absent (None)
+            return sys.modules[name] is not None
+        return importlib.util.find_spec(name) is not None
+
+    missing = [name for name in REPORT_EXTRA_MODULES if not installed(name)]
     if missing:
         raise MissingExtraError(f"{REPORT_EXTRA_HINT} (missing: {', '.join(missing)})")
 
