@@ -200,11 +200,12 @@ def build_report(
     flags = abstention_flags(runs)
     for message in flags.values():
         logger.warning("%s", message)
-    analysis = analyse(runs, n_boot=n_boot, seed=seed)
     cost = cost_table(runs)
     cards = load_model_cards(model_cards) if model_cards else {}
-    if drawing is not None:
-        drawing.start(analysis, cost, cards)
+    analysed = functools.cache(functools.partial(analyse, runs, n_boot=n_boot, seed=seed))
+    if drawing is not None:  # a figure process computes the same table beside this one
+        drawing.start(lambda: (analysed(), cost, cards))
+    analysis = analysed()
     tests = paired_tests(analysis)
     worst = worst_cases(runs, items)
     if study is not None:
@@ -390,7 +391,7 @@ def write_report(
 
     if drawing is None:
         drawing = FigureDrawing(out / "figures", figure_formats)
-        drawing.start(report.analysis, report.cost, report.cards)
+        drawing.start(lambda: (report.analysis, report.cost, report.cards))
         drawing.give_tests(report.tests)
     # the figures are drawn in a process of their own while this one renders the page around them
     page = _render_page(report, markupsafe.Markup(_FIGURES_MARK))
