@@ -255,7 +255,8 @@ def test_the_figure_process_workers_and_this_process_write_the_same(
 ) -> None:
     report = build_report([runs], n_boot=200, progress=False)
     shared = drawing.FigureDrawing(tmp_path / "shared", ("png",), workers=3)  # forks of the figure process draw too
-    shared.start(lambda: (report.analysis, report.cost, report.cards))
+    shared.start(report.analysis, report.cost, report.cards)
+    shared.give_rows(report.analysis.rows)
     shared.give_tests(report.tests)
     try:
         order = shared.result()
@@ -267,7 +268,8 @@ def test_the_figure_process_workers_and_this_process_write_the_same(
 
     monkeypatch.setattr("multiprocessing.get_context", no_fork)
     here = drawing.FigureDrawing(tmp_path / "here", ("png",))
-    here.start(lambda: (report.analysis, report.cost, report.cards))
+    here.start(report.analysis, report.cost, report.cards)
+    here.give_rows(report.analysis.rows)
     assert here._process is None
     here.give_tests(report.tests)
     assert here.result() == order

@@ -3,9 +3,9 @@
 The figures of the results (accuracy against high-risk errors, reliability, scaling, cost)
 need only the per-run table; the decoupling and condition-delta figures need the paired
 tests. On Linux, :class:`FigureDrawing` forks a process as soon as the runs are read: it
-imports matplotlib and computes the per-run table for itself (a CPU would otherwise wait
-while this process computes it), draws the first figures while this process computes the
-paired tests, receives the tests, draws the rest, saves each figure once in every format asked and writes
+imports matplotlib while this process computes the per-run table, receives the table,
+draws the first figures while this process computes the paired tests, receives the
+tests, draws the rest, saves each figure once in every format asked and writes
 ``figures.json`` (the numbers each figure plots, and why a figure is absent), while this
 process writes the tables and renders report.html around them. With CPUs to spare
 (:func:`free_cpus`), the figure process shares each batch of figures with forks of itself,
@@ -48,8 +48,6 @@ def _models(analysis: Any) -> list[str]:
 
 #: one figure to draw: a function of no arguments returning a :class:`~lm_eval_radsafe.analysis.figures.Plotted`
 Job = Callable[[], Any]
-#: what the figures are drawn from: a function of no arguments returning (analysis, cost rows, model cards)
-Inputs = Callable[[], tuple[Any, list[dict[str, Any]], dict[str, Any]]]
 
 
 def _of_results(analysis: Any, cost: list[dict[str, Any]], cards: dict[str, Any]) -> list[Job]:
@@ -210,25 +208,25 @@ def _draw_all(inputs: tuple[Any, ...], tests: list[dict[str, Any]], folder: Path
     return _finish(shown, record, folder)
 
 
-def _child(connection: Any, prepare: Inputs, folder: Path, formats: tuple[str, ...], workers: int) -> None:
-    """Body of the figure process: import matplotlib and compute its inputs (``prepare``)
-    while the report's process computes the same table, draw (over ``workers`` processes),
-    wait for the tests, draw, write figures.json, send the result (figures, reasons for the
-    absent ones) or the error."""
+def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tuple[str, ...], workers: int) -> None:
+    """Body of the figure process: import matplotlib while the report's process computes the
+    per-run table, receive its rows, draw (over ``workers`` processes), wait for the tests,
+    draw, write figures.json, send the result (figures, reasons for the absent ones) or
+    the error."""
     gc.enable()  # the report's process may have paused it; figures leave cyclic garbage
     try:
         import matplotlib.pyplot  # noqa: F401 - imported once, before any worker is forked
 
-        inputs = prepare()
+        inputs[0].rows = connection.recv()
+        # drawn by one process more than there are free CPUs: the report's process spends
+        # much of this time waiting on its own output
         shown, record = _draw_split(_of_results(*inputs), folder, formats, workers + 1)
         tests = connection.recv()
-        # the report's process has only its tables and page left to write, then waits for
-        # these figures: one more worker takes the CPU it frees
         more, part = _draw_split(_of_tests(tests, inputs[0]), folder, formats, workers + 1)
         shown.update(more)
         _merge(record, part)
         connection.send(("ok", _finish(shown, record, folder)))
-    except EOFError:  # the report was abandoned before its tests existed
+    except EOFError:  # the report was abandoned before its rows or tests existed
         pass
     except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -239,9 +237,10 @@ def _child(connection: Any, prepare: Inputs, folder: Path, formats: tuple[str, .
 class FigureDrawing:
     """The figures of one report, saved under ``folder`` in each of ``formats``.
 
-    :meth:`start` with a function giving the per-run table, the cost rows and the model
-    cards; :meth:`give_tests` with the paired tests; :meth:`result` for (name, embedded
-    file) of every figure drawn, in
+    :meth:`start` with the runs aligned (:func:`~lm_eval_radsafe.analysis.summary.align`),
+    the cost rows and the model cards; :meth:`give_rows` once the per-run table is filled
+    in (:func:`~lm_eval_radsafe.analysis.summary.summarise`); :meth:`give_tests` with the
+    paired tests; :meth:`result` for (name, embedded file) of every figure drawn, in
     :data:`FIGURE_ORDER`, with the numbers each one plots in :data:`DATA_FILE` beside them
     (:attr:`data_file`); :meth:`close` in any case (stops a process left waiting).
     """
@@ -251,29 +250,26 @@ class FigureDrawing:
         self.formats = formats
         #: processes drawing at once in the figure process (:func:`free_cpus` by default)
         self.workers = workers if workers is not None else free_cpus()
-        self._prepare: Inputs | None = None
+        self._inputs: tuple[Any, ...] | None = None
         self._tests: list[dict[str, Any]] | None = None
         self._process: Any = None
         self._connection: Any = None
         #: figures.json, once :meth:`result` returned
         self.data_file: Path | None = None
 
-    def start(self, prepare: Inputs) -> None:
-        """Begin on the figures (in a forked process on Linux). ``prepare()`` gives (analysis,
-        cost rows, model cards): the forked process calls it for itself, beside the report's
-        process (a table recomputed on an otherwise idle CPU costs less than sending it);
-        without a figure process it is called when the figures are drawn, so it should keep
-        what it computed (``functools.cache``)."""
+    def start(self, analysis: Any, cost: list[dict[str, Any]], cards: dict[str, Any]) -> None:
+        """Begin on the figures (in a forked process on Linux, which imports matplotlib
+        while the rows of ``analysis`` are computed here)."""
         import multiprocessing
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._prepare = prepare
+        self._inputs = (analysis, cost, cards)
         if not sys.platform.startswith("linux"):
             return
         try:
             context = multiprocessing.get_context("fork")
             ours, theirs = context.Pipe()
-            process = context.Process(target=_child, args=(theirs, prepare, self.folder, self.formats, self.workers), daemon=True)
+            process = context.Process(target=_child, args=(theirs, self._inputs, self.folder, self.formats, self.workers), daemon=True)
             # the report's objects out of the collector's reach in the child: its collections
             # would write to every page holding them, copying what fork shares
             gc.freeze()
@@ -287,6 +283,11 @@ class FigureDrawing:
         theirs.close()
         self._process, self._connection = process, ours
 
+    def give_rows(self, rows: list[dict[str, Any]]) -> None:
+        """The per-run table of the analysis given to :meth:`start` (filled in since)."""
+        if self._connection is not None:
+            self._connection.send(rows)
+
     def give_tests(self, tests: list[dict[str, Any]]) -> None:
         """The paired tests the condition-delta figures show."""
         if self._connection is not None:
@@ -297,12 +298,12 @@ class FigureDrawing:
     def result(self) -> list[tuple[str, str]]:
         """(name, file report.html embeds) of each figure drawn; raises what drawing raised.
         Logs why each figure left out was not drawn; :attr:`data_file` is then figures.json."""
-        if self._prepare is None:
+        if self._inputs is None:
             raise RuntimeError("FigureDrawing.result() before start()")
         if self._connection is None:
             if self._tests is None:
                 raise RuntimeError("FigureDrawing.result() before give_tests()")
-            order, absent = _draw_all(self._prepare(), self._tests, self.folder, self.formats)
+            order, absent = _draw_all(self._inputs, self._tests, self.folder, self.formats)
         else:
             try:
                 status, value = self._connection.recv()

@@ -42,10 +42,11 @@ from lm_eval_radsafe.analysis.summary import (
     SUMMARY_COLUMNS,
     Analysis,
     abstention_flags,
-    analyse,
+    align,
     order_tests,
     paired_tests,
     position_shares,
+    summarise,
     tie_groups,
 )
 from lm_eval_radsafe.assets import templates_dir
@@ -202,10 +203,12 @@ def build_report(
         logger.warning("%s", message)
     cost = cost_table(runs)
     cards = load_model_cards(model_cards) if model_cards else {}
-    analysed = functools.cache(functools.partial(analyse, runs, n_boot=n_boot, seed=seed))
-    if drawing is not None:  # a figure process computes the same table beside this one
-        drawing.start(lambda: (analysed(), cost, cards))
-    analysis = analysed()
+    analysis = align(runs, n_boot=n_boot, seed=seed)
+    if drawing is not None:  # its process gets ready while the table is computed here
+        drawing.start(analysis, cost, cards)
+    summarise(analysis)
+    if drawing is not None:
+        drawing.give_rows(analysis.rows)
     tests = paired_tests(analysis)
     worst = worst_cases(runs, items)
     if study is not None:
@@ -391,7 +394,8 @@ def write_report(
 
     if drawing is None:
         drawing = FigureDrawing(out / "figures", figure_formats)
-        drawing.start(lambda: (report.analysis, report.cost, report.cards))
+        drawing.start(report.analysis, report.cost, report.cards)
+        drawing.give_rows(report.analysis.rows)
         drawing.give_tests(report.tests)
     # the figures are drawn in a process of their own while this one renders the page around them
     page = _render_page(report, markupsafe.Markup(_FIGURES_MARK))

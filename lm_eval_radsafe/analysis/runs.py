@@ -749,6 +749,15 @@ def _read_chosen(
         else:
             todo.append((i, samples_file, regime, key))
     workers = workers or os.cpu_count() or 1
+    runs: list[TaskRun] = []
+
+    def build_ready() -> None:
+        """Runs of the parses in hand, in the candidates' order (so warnings and errors come
+        in that order), while the workers parse the rest."""
+        while len(runs) < len(chosen) and len(runs) in parsed:
+            c = chosen[len(runs)]
+            runs.append(read_task_run(c.results, c.results_file, c.task, items, parsed[len(runs)], allow_partial))
+
     with tqdm(total=len(chosen), initial=len(parsed), desc="reading runs", unit="task", disable=not progress) as bar:
         if len(todo) >= PARALLEL_FROM and workers > 1:
             # the first file here, collecting its dataset's items; the rest in workers that
@@ -765,11 +774,12 @@ def _read_chosen(
                     if kept:
                         stored.add(i)
                     bar.update()
+                    build_ready()
         else:
             for i, samples_file, regime, _ in todo:
                 parsed[i] = parse_samples(samples_file, regime, items)
                 bar.update()
-    runs = [read_task_run(c.results, c.results_file, c.task, items, parsed[i], allow_partial) for i, c in enumerate(chosen)]
+    build_ready()
     for i, _, _, key in todo:  # with the recomputed values, so a second report skips that too
         if key and i not in stored:
             cache.store(key, _to_cache(parsed[i]))

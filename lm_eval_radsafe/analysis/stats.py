@@ -110,7 +110,9 @@ def percentile_ci(replicates: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tu
     low, high = np.full(shape, np.nan), np.full(shape, np.nan)
     has_nan = np.isnan(replicates).any(axis=0)
     clean = ~has_nan
-    if clean.any():
+    if clean.all():  # the usual case: no copy of the columns first
+        low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
+    elif clean.any():
         low[clean], high[clean] = np.percentile(replicates[:, clean], [tail, 100 - tail], axis=0)
     for j in np.flatnonzero(has_nan):
         column = replicates[:, j]

@@ -124,6 +124,14 @@ class Analysis:
 
 def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> Analysis:
     """Estimates and percentile bootstrap CIs for every run and metric of its regime."""
+    analysis = align(runs, n_boot, seed)
+    summarise(analysis)
+    return analysis
+
+
+def align(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> Analysis:
+    """The runs on one item axis (items sorted by id) with the shared bootstrap, before any
+    row (:func:`summarise`)."""
     item_ids = sorted({item for run in runs for item in run.item_ids})
     lookup = {item: i for i, item in enumerate(item_ids)}
     masks = np.zeros((len(item_ids), len(runs)), dtype=bool)
@@ -137,8 +145,15 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
         masks=masks,
         positions=positions,
     )
+    return analysis
+
+
+def summarise(analysis: Analysis) -> None:
+    """Fill ``analysis.rows``: the estimate and percentile bootstrap CI of every run and
+    metric of its regime, ordered by model, condition, regime and metric."""
+    runs, masks = analysis.runs, analysis.masks
     weights = analysis.bootstrap.weights
-    ones = np.ones((1, len(item_ids)))
+    ones = np.ones((1, len(analysis.item_ids)))
     flagged_runs = abstention_flags(runs)
     metric_kinds: dict[str, str] = {}
     for run in runs:
@@ -191,7 +206,6 @@ def analyse(runs: list[TaskRun], n_boot: int = DEFAULT_B, seed: int = DEFAULT_SE
                     row["wilson_low"], row["wilson_high"] = wilson_interval(int(column.sum()), len(column))
             analysis.rows.append(row)
     analysis.rows.sort(key=lambda row: (row["model"], condition_rank(row["condition"]), row["regime"], row["metric"]))
-    return analysis
 
 
 def _position_bias(analysis: Analysis, members: list[int]) -> tuple[np.ndarray, np.ndarray]:
