@@ -218,10 +218,12 @@ def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tupl
         import matplotlib.pyplot  # noqa: F401 - imported once, before any worker is forked
 
         inputs[0].rows = connection.recv()
-        # drawn by one process more than there are free CPUs: the report's process spends
-        # much of this time waiting on its own output
-        shown, record = _draw_split(_of_results(*inputs), folder, formats, workers + 1)
+        # on the free CPUs while the report's process computes the paired tests, which the
+        # remaining figures wait for
+        shown, record = _draw_split(_of_results(*inputs), folder, formats, workers)
         tests = connection.recv()
+        # the report's process has only its tables and page left to write, then waits for
+        # these figures: one more worker takes the CPU it frees
         more, part = _draw_split(_of_tests(tests, inputs[0]), folder, formats, workers + 1)
         shown.update(more)
         _merge(record, part)
