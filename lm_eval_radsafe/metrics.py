@@ -22,14 +22,10 @@ never 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from lm_eval_radsafe.items import Item
-
-if TYPE_CHECKING:  # consistency imports lm-eval (through the filters); scoring does not need it
-    from lm_eval_radsafe.consistency import Vote
 
 
 @dataclass(frozen=True)
@@ -180,27 +176,24 @@ AGENT_METRICS = (
 )
 
 
-def score_votes(item: Item, letters: list[str], threshold: float = OVERCONFIDENCE_THRESHOLD) -> dict[str, object]:
+def score_votes(
+    item: Item,
+    letters: Sequence[str],
+    threshold: float = OVERCONFIDENCE_THRESHOLD,
+    scored: Callable[[Item, str | None], Mapping[str, float]] | None = None,
+) -> dict[str, object]:
     """Per-item values of :data:`SC_METRICS` from K sampled letters (``"NULL"`` allowed).
 
     Values are floats for ``mean`` metrics, ``(confidence, selected)`` pairs for
-    ``mean_where`` and ``(confidence, correct)`` pairs for ECE/MCE.
+    ``mean_where`` and ``(confidence, correct)`` pairs for ECE/MCE. ``scored(item, letter)``
+    gives the majority's :func:`score_item` values (a caller scoring many runs may look
+    them up); :func:`score_item` by default.
     """
     from lm_eval_radsafe.consistency import ballot_counts, vote
 
     stats = vote(item, ballot_counts(item, letters))
-    return score_vote(item, stats, score_item(item, majority_letter(stats)), threshold)
-
-
-def majority_letter(stats: Vote) -> str | None:
-    """The majority letter of a vote, None when NULL won."""
-    return None if stats.majority == "NULL" else stats.majority
-
-
-def score_vote(item: Item, stats: Vote, base: Mapping[str, float], threshold: float = OVERCONFIDENCE_THRESHOLD) -> dict[str, object]:
-    """:func:`score_votes` from the item's vote (:func:`~lm_eval_radsafe.consistency.vote`)
-    and ``base``, :func:`score_item` of its majority letter (:func:`majority_letter`)."""
-    majority = majority_letter(stats)
+    majority = None if stats.majority == "NULL" else stats.majority
+    base = (scored or score_item)(item, majority)
     correct = bool(base["accuracy"])
     conf = stats.confidence
     hr, unsafe = base["high_risk_error"] == 1.0, base["unsafe_error"] == 1.0

@@ -296,16 +296,14 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
     """The regime's per-item values recomputed from each item's kept answer and its
     labelled record, as the task's own scoring computes them (evidence recall and agent
     cost, which depend on the logged evidence, are not among them)."""
-    from lm_eval_radsafe.consistency import ballot_counts, vote
-    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, majority_letter, score_loglikelihoods, score_orders, score_vote
+    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_loglikelihoods, score_orders, score_votes
 
     threshold = float(parsed.threshold) if parsed.threshold is not None else OVERCONFIDENCE_THRESHOLD
     rows = []
     for item_id, kept in zip(parsed.ids, parsed.letters):
         item = items[(parsed.fingerprint, item_id)]
-        if regime == "sc":  # score_votes, with the majority's scores looked up
-            stats = vote(item, ballot_counts(item, list(kept)))
-            rows.append(score_vote(item, stats, _answer_scores(item, majority_letter(stats)), threshold))
+        if regime == "sc":  # the majority's scores looked up
+            rows.append(score_votes(item, kept, threshold, _answer_scores))
         elif regime == "ll":
             rows.append(score_loglikelihoods(item, [float(v) for v in kept], threshold))
         elif regime == "perm":  # the orders follow from the item and how many were asked
