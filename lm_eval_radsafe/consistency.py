@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
+from typing import Any
+
+import numpy as np
 
 from lm_eval_radsafe.filters import NULL
-from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.items import LETTERS, Item
 
 WILSON_Z = 1.959964
 
@@ -102,60 +106,111 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-@dataclass(frozen=True, slots=True)
-class Vote:
-    """What scoring an item needs of its ballots (:func:`vote`): a part of :class:`VoteStats`."""
-
-    majority: str  # a letter of the item, or NULL
-    entropy: float
-    confidence: float
-    n_valid: int
-    null_rate: float
-    robustness: float
-    synchronized_failure: bool
+#: a ballot's column in a counts matrix (:class:`Votes`): the letters in order, then NULL
+_COLUMN = {letter: column for column, letter in enumerate(LETTERS)}
+_NULL_COLUMN = len(LETTERS)
+_BALLOTS = (*LETTERS, NULL)
+#: ln(n + 1) for an item of n options: the entropy of n options and the NULL bin spread evenly
+_LOG_BINS = np.array([math.log(n + 1) for n in range(len(LETTERS) + 1)])
 
 
-def ballot_counts(item: Item, letters: Sequence[str]) -> Counter[str]:
-    """Each ballot's count, in the order ballots first occur: a sampled letter outside the
-    item's options counts as NULL (whole ballots only: "" or "AB" is not a letter of "ABCD")."""
-    counts = Counter(letters)
-    allowed = item.letter_set
-    if allowed.issuperset(counts):
-        return counts
-    # every other ballot merged into NULL, which takes the place of the first of them
-    merged: Counter[str] = Counter()
-    for ballot, count in counts.items():
-        merged[ballot if ballot in allowed else NULL] += count
-    return merged
+@dataclass(frozen=True)
+class Votes:
+    """What scoring items needs of their ballots (:func:`votes`), one entry per item."""
+
+    #: (items, letters + 1): each letter's ballots, then NULL's; a ballot that is not one of
+    #: the item's letters counts as NULL (whole ballots only: "" or "AB" is not a letter of "ABCD")
+    counts: np.ndarray
+    majority: list[str]  # a letter of the item, or NULL
+    entropy: np.ndarray
+    confidence: np.ndarray
+    n_valid: np.ndarray
+    null_rate: np.ndarray
+    robustness: np.ndarray
+    synchronized_failure: np.ndarray  # bool
 
 
-#: ballot counts in order of first occurrence -> their entropy (a few thousand distinct
-#: sequences at most: K samples split among at most six ballots)
-_ENTROPY: dict[tuple[int, ...], float] = {}
+#: (rule, base) -> row key -> the rule's value: each distinct row computed once per process
+_BY_ROW: dict[tuple[str, int], dict[int, Any]] = {}
 
 
-def vote(item: Item, counts: Mapping[str, int]) -> Vote:
-    """The majority, entropy, confidence, robustness and synchronized failure of ``item``'s
-    ballots from :func:`ballot_counts` (see the module docstring). Raises ``ValueError`` for
-    no ballots."""
-    sizes = tuple(counts.values())
+def _per_distinct(rows: np.ndarray, rule: Callable[[np.ndarray], Any], base: int) -> list[Any]:
+    """``rule`` of each row of ``rows`` (non-negative integers below ``base``), computed once
+    per distinct row in this process: a grid's items share a few tens of thousands of
+    ballot patterns."""
+    n, width = rows.shape
+    if base**width >= 2**62:  # rows too long to key by one integer: each row on its own
+        return [rule(row) for row in rows]
+    keys = rows.astype(np.int64) @ (base ** np.arange(width, dtype=np.int64))
+    distinct, first, back = np.unique(keys, return_index=True, return_inverse=True)
+    known = _BY_ROW.setdefault((rule.__name__, base), {})
+    values = []
+    for key, at in zip(distinct.tolist(), first.tolist()):
+        value = known.get(key, known)
+        if value is known:
+            value = known[key] = rule(rows[at])
+        values.append(value)
+    return [values[i] for i in back.reshape(-1).tolist()]
+
+
+def _as_counts(row: np.ndarray) -> dict[str, int]:
+    """A counts row as ballot -> count (ballots with none left out)."""
+    return {ballot: int(count) for ballot, count in zip(_BALLOTS, row) if count}
+
+
+def _entropy_of_row(row: np.ndarray) -> float:
+    """-sum p ln p of a row of ballot counts, summed in the row's order (the order ballots
+    first occur, so that one ballot list gives one value everywhere)."""
+    sizes = [int(count) for count in row if count]
     k = sum(sizes)
-    if not k:
-        raise ValueError(f"item {item.id!r}: no samples to vote on")
-    entropy = _ENTROPY.get(sizes)
-    if entropy is None:  # summed in the order ballots first occur, so a ballot list gives one value everywhere
-        entropy = _ENTROPY[sizes] = -sum((c / k) * math.log(c / k) for c in sizes)
-    n_null = counts.get(NULL, 0)
-    n_valid = k - n_null
-    return Vote(
-        majority=majority_of_counts(counts),
+    return -sum((c / k) * math.log(c / k) for c in sizes)
+
+
+def _majority_of_row(row: np.ndarray) -> str:
+    return majority_of_counts(_as_counts(row))
+
+
+def _synchronized_of_row(row: np.ndarray) -> bool:
+    """Synchronized failure of a counts row followed by the answer's column."""
+    return synchronized_of_counts(_as_counts(row[:-1]), _BALLOTS[row[-1]])
+
+
+def votes(items: Sequence[Item], ballots: Sequence[Sequence[str]]) -> Votes:
+    """The majority, entropy, confidence, robustness and synchronized failure of each item's
+    sampled ``ballots`` (letters or NULL; see the module docstring), for many items at once.
+    Raises ``ValueError`` for an item without ballots."""
+    n = len(items)
+    sizes = np.fromiter(map(len, ballots), dtype=np.intp, count=n)
+    if n and not sizes.all():
+        raise ValueError(f"item {items[int(np.argmin(sizes))].id!r}: no samples to vote on")
+    flat = list(chain.from_iterable(ballots))
+    columns = np.fromiter(map(_COLUMN.get, flat, repeat(_NULL_COLUMN)), dtype=np.intp, count=len(flat))
+    owner = np.repeat(np.arange(n), sizes)
+    n_options = np.fromiter((len(item.options) for item in items), dtype=np.intp, count=n)
+    columns[columns >= n_options[owner]] = _NULL_COLUMN
+    width = _NULL_COLUMN + 1
+    cells = owner * width + columns
+    counts = np.bincount(cells, minlength=n * width).reshape(n, width)
+    # each item's counts in the order its ballots first occur (absent ballots last, as 0)
+    first_at = np.full(n * width, len(flat), dtype=np.intp)
+    np.minimum.at(first_at, cells, np.arange(len(flat)))
+    in_order = np.take_along_axis(counts, np.argsort(first_at.reshape(n, width), axis=1, kind="stable"), axis=1)
+    base = max(int(sizes.max(initial=0)), width) + 1
+    entropy = np.array(_per_distinct(in_order, _entropy_of_row, base), dtype=float)
+    answers = np.fromiter((_COLUMN[item.answer] for item in items), dtype=np.intp, count=n)
+    n_null = counts[:, _NULL_COLUMN]
+    n_valid = sizes - n_null
+    right = counts[np.arange(n), answers]
+    return Votes(
+        counts=counts,
+        majority=_per_distinct(counts, _majority_of_row, base),
         entropy=entropy,
-        confidence=1.0 - entropy / math.log(len(item.options) + 1),
+        confidence=1.0 - entropy / _LOG_BINS[n_options],
         n_valid=n_valid,
-        null_rate=n_null / k,
+        null_rate=n_null / np.maximum(sizes, 1),
         # the answer is one of the item's letters, never NULL
-        robustness=counts.get(item.answer, 0) / n_valid if n_valid else 0.0,
-        synchronized_failure=synchronized_of_counts(counts, item.answer),
+        robustness=np.divide(right, n_valid, out=np.zeros(n), where=n_valid > 0),
+        synchronized_failure=np.array(_per_distinct(np.column_stack([counts, answers]), _synchronized_of_row, base), dtype=bool),
     )
 
 
@@ -164,8 +219,8 @@ def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
 
     Raises ``ValueError`` for an empty sample list.
     """
-    counts = ballot_counts(item, letters)
-    core = vote(item, counts)
+    core = votes([item], [letters])
+    counts = _as_counts(core.counts[0])  # in ballot order: A..E, then NULL
     k = len(letters)
     ordered = sorted(counts.values(), reverse=True)
     top = ordered[0]
@@ -173,16 +228,16 @@ def vote_stats(item: Item, letters: Sequence[str]) -> VoteStats:
     low, high = wilson_interval(top, k)
     return VoteStats(
         n_samples=k,
-        counts=dict(sorted(counts.items())),
-        majority=core.majority,
+        counts=counts,
+        majority=core.majority[0],
         agreement=top / k,
         margin=(top - runner_up) / k,
-        entropy=core.entropy,
-        confidence=core.confidence,
+        entropy=float(core.entropy[0]),
+        confidence=float(core.confidence[0]),
         wilson_low=low,
         wilson_high=high,
-        n_valid=core.n_valid,
-        null_rate=core.null_rate,
-        robustness=core.robustness,
-        synchronized_failure=core.synchronized_failure,
+        n_valid=int(core.n_valid[0]),
+        null_rate=float(core.null_rate[0]),
+        robustness=float(core.robustness[0]),
+        synchronized_failure=bool(core.synchronized_failure[0]),
     )

@@ -3,14 +3,19 @@ against hand-computed values."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
+from collections import Counter
 
+import numpy as np
 import pytest
 from test_metrics import make_item
 
 from lm_eval_radsafe.aggregation import expected_calibration_error, maximum_calibration_error, mean_where
 from lm_eval_radsafe.consistency import majority_vote, vote_stats, wilson_interval
-from lm_eval_radsafe.metrics import SC_METRICS, score_loglikelihoods, score_votes
+from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.metrics import SC_METRICS, score_item, score_loglikelihoods, score_vote_columns, score_votes
 
 N = "NULL"
 FIVE = make_item("five", "A", high_risk="BC", unsafe="B", contradicts="CD")
@@ -97,6 +102,61 @@ def test_wilson_interval_textbook_value() -> None:
 def test_empty_sample_list_is_an_error() -> None:
     with pytest.raises(ValueError, match="no samples"):
         vote_stats(FIVE, [])
+
+
+def _by_hand(item: Item, ballots: list[str]) -> dict[str, object]:
+    """The module docstring's definitions, ballot by ballot: entropy summed in the order
+    ballots first occur, a ballot outside the item's letters counted as NULL."""
+    counts = Counter(b if b in set(item.letters) else N for b in ballots)
+    k = len(ballots)
+    entropy = -sum((c / k) * math.log(c / k) for c in counts.values())
+    top = max(counts.values())
+    tied = sorted(b for b, c in counts.items() if c == top)
+    n_valid = k - counts[N]
+    (only, n_only), *rest = counts.items()
+    return {
+        "majority": N if N in tied else tied[0],
+        "entropy": entropy,
+        "confidence": 1.0 - entropy / math.log(len(item.options) + 1),
+        "n_valid": n_valid,
+        "null_rate": counts[N] / k,
+        "robustness": counts[item.answer] / n_valid if n_valid else 0.0,
+        "synchronized_failure": not rest and n_only >= 2 and only not in (N, item.answer),
+    }
+
+
+def _random_items_and_ballots(seed: int, n: int, longest: int) -> tuple[list[Item], list[list[str]]]:
+    rng = random.Random(seed)
+    kinds = [FIVE, FOUR, make_item("neg", "C", high_risk="C", unsafe="C"),
+             dataclasses.replace(make_item("u", "B", n_options=4), labelled=False)]  # fmt: skip
+    ballots_of = ["A", "B", "C", "D", "E", N, "", "AB", "a", "F"]
+    items, ballots = [], []
+    for k in range(n):
+        item = dataclasses.replace(rng.choice(kinds), id=f"q{k}")
+        favourite = rng.choice(ballots_of)  # most items lean to one ballot, as real samples do
+        size = rng.randint(1, longest)
+        items.append(item)
+        ballots.append([favourite if rng.random() < 0.6 else rng.choice(ballots_of) for _ in range(size)])
+    return items, ballots
+
+
+@pytest.mark.parametrize(("n", "longest"), [(400, 25), (30, 3000)])  # 3,000 ballots: rows too long for one integer key
+def test_many_items_at_once_match_the_definitions_item_by_item(n: int, longest: int) -> None:
+    items, ballots = _random_items_and_ballots(n + longest, n, longest)
+    for _ in range(2):  # the second time from the per-process table of ballot patterns
+        columns = score_vote_columns(items, ballots)
+        for i, (item, letters) in enumerate(zip(items, ballots)):
+            expected = _by_hand(item, letters)
+            stats = vote_stats(item, letters)
+            assert {name: getattr(stats, name) for name in expected} == expected  # exactly: same order of summation
+            one = score_votes(item, letters)
+            assert one["mean_confidence"] == expected["confidence"]
+            majority = expected["majority"]
+            assert one["sc_accuracy"] == score_item(item, None if majority == N else majority)["accuracy"]
+            assert one["synchronized_failure"] == float(expected["synchronized_failure"])
+            for name, value in one.items():  # the same values whether scored alone or with the others
+                row = columns[name][i]
+                assert np.array_equal(row, np.asarray(value, dtype=float), equal_nan=True), (name, item.id)
 
 
 # --------------------------------------------------------------------------- per-item SC metrics

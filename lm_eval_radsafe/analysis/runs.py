@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -220,11 +221,11 @@ def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], 
             raise RunError(f"{where}: missing field {exc}") from exc
 
     def seen(fingerprint: str, item_id: str) -> bool:
-        return items is None or (fingerprint, item_id) in items
+        return (fingerprint, item_id) in items  # type: ignore[operator]
 
     try:
         read = read_columns(
-            samples_file, wanted_filter, tuple(kinds), lambda value, where: _kept_answer(regime, value, where), seen, add_item,
+            samples_file, wanted_filter, tuple(kinds), partial(_kept_answer, regime), None if items is None else seen, add_item,
         )
     except SamplesError as exc:
         raise RunError(str(exc)) from exc
@@ -296,15 +297,16 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
     """The regime's per-item values recomputed from each item's kept answer and its
     labelled record, as the task's own scoring computes them (evidence recall and agent
     cost, which depend on the logged evidence, are not among them)."""
-    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_loglikelihoods, score_orders, score_votes
+    from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_loglikelihoods, score_orders, score_vote_columns
 
     threshold = float(parsed.threshold) if parsed.threshold is not None else OVERCONFIDENCE_THRESHOLD
+    run_items = [items[(parsed.fingerprint, item_id)] for item_id in parsed.ids]
+    if regime == "sc":  # all items at once, the majority's scores looked up
+        columns = score_vote_columns(run_items, parsed.letters, threshold, _answer_scores)
+        return {name: columns[name] for name in REGIME_METRICS[regime] if name in columns}
     rows = []
-    for item_id, kept in zip(parsed.ids, parsed.letters):
-        item = items[(parsed.fingerprint, item_id)]
-        if regime == "sc":  # the majority's scores looked up
-            rows.append(score_votes(item, kept, threshold, _answer_scores))
-        elif regime == "ll":
+    for item, kept in zip(run_items, parsed.letters):
+        if regime == "ll":
             rows.append(score_loglikelihoods(item, [float(v) for v in kept], threshold))
         elif regime == "perm":  # the orders follow from the item and how many were asked
             rows.append(score_orders(item, kept))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,15 @@ def _decoders(metric_names: tuple[str, ...]) -> Any:
     if msgspec is None:
         return None
     if metric_names not in _DECODERS:
-        unset = msgspec.UNSET
         doc = msgspec.defstruct(
             "SamplesDoc",
             [("id", str), ("answer", str), ("dataset_fingerprint", str), ("overconfidence_threshold", Any, None)],
             forbid_unknown_fields=False,
         )
+        # every field required: a row lacking one is refused here and read by the plain reader,
+        # which skips it (another filter's row) or names the missing field
         row = msgspec.defstruct(
-            "SamplesRow",
-            [("filter", Any, unset), ("doc", doc, unset), ("filtered_resps", Any, unset)]
-            + [(name, Any, unset) for name in metric_names],
+            "SamplesRow", [("filter", Any), ("doc", doc), ("filtered_resps", Any), *((name, Any) for name in metric_names)],
             forbid_unknown_fields=False,
         )
         _DECODERS[metric_names] = msgspec.json.Decoder(row)
@@ -71,15 +71,15 @@ def read_columns(
     wanted_filter: str,
     metric_names: tuple[str, ...],
     kept: Callable[[Any, str], Any],
-    seen: Callable[[str, str], bool],
+    seen: Callable[[str, str], bool] | None,
     add_item: Callable[[str, str, dict[str, Any], str], None],
 ) -> Columns:
     """The report's fields of every row of ``path`` whose filter is ``wanted_filter``.
 
     ``kept(filtered_resps, where)`` turns the filter's output into the kept value;
     ``seen(fingerprint, id)`` says whether an item is known already, else
-    ``add_item(fingerprint, id, doc, where)`` receives its full doc. Raises
-    :class:`SamplesError` naming file, line and field.
+    ``add_item(fingerprint, id, doc, where)`` receives its full doc (``seen`` None: no item
+    is collected). Raises :class:`SamplesError` naming file, line and field.
     """
     decoder = _decoders(metric_names)
     if decoder is not None:
@@ -97,7 +97,7 @@ def read_columns(
 
 
 def _whole_file(path: Path, decoder: Any, wanted_filter: str, metric_names: tuple[str, ...],
-                kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool]) -> Columns | None:
+                kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool] | None) -> Columns | None:
     """Every row of ``path`` decoded in one call (the file mapped in memory), when that is
     the same as reading it line by line: None (read it line by line) for a file larger than
     :data:`~lm_eval_radsafe.jsonl.MAP_AT_MOST`, a line the typed decoder refuses, a row
@@ -115,15 +115,13 @@ def _whole_file(path: Path, decoder: Any, wanted_filter: str, metric_names: tupl
                 rows = decoder.decode_lines(mapped)
             except msgspec.MsgspecError:
                 return None
-    unset = msgspec.UNSET
     chosen = [row for row in rows if row.filter == wanted_filter]
-    if any(row.filter is unset or row.doc is unset for row in rows) or any(
-        row.filtered_resps is unset or not seen(row.doc.dataset_fingerprint, row.doc.id) for row in chosen
-    ):
+    if seen is not None and not all(seen(row.doc.dataset_fingerprint, row.doc.id) for row in chosen):
         return None
-    columns = [[getattr(row, name) for row in chosen] for name in metric_names]
-    if any(value is unset for column in columns for value in column):
-        return None
+    if len(metric_names) == 1:
+        columns = [[getattr(row, metric_names[0]) for row in chosen]]
+    else:  # one tuple of the row's values each, transposed into one column per metric
+        columns = [list(column) for column in zip(*map(attrgetter(*metric_names), chosen))] or [[] for _ in metric_names]
     out = Columns(metrics=dict(zip(metric_names, columns)))
     where = str(path)
     out.ids = [row.doc.id for row in chosen]
@@ -136,23 +134,19 @@ def _whole_file(path: Path, decoder: Any, wanted_filter: str, metric_names: tupl
 
 
 def _fast(line: memoryview, decoder: Any, out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
-          kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool],
+          kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool] | None,
           add_item: Callable[[str, str, dict[str, Any], str], None], path: Path, number: int) -> bool:
     """Take one row through the typed decoder; False (nothing taken) if anything is off."""
     try:
         row = decoder.decode(line)
     except msgspec.MsgspecError:
         return False
-    if row.filter is msgspec.UNSET or row.doc is msgspec.UNSET:
-        return False
     if row.filter != wanted_filter:
         return True
     values = [getattr(row, name) for name in metric_names]
-    if any(value is msgspec.UNSET for value in values) or row.filtered_resps is msgspec.UNSET:
-        return False
     doc = row.doc
     where = f"{path}, line {number}"
-    if not seen(doc.dataset_fingerprint, doc.id):
+    if seen is not None and not seen(doc.dataset_fingerprint, doc.id):
         add_item(doc.dataset_fingerprint, doc.id, msgspec.json.decode(line)["doc"], where)
     value = kept(row.filtered_resps, where)
     out.ids.append(doc.id)
@@ -166,7 +160,7 @@ def _fast(line: memoryview, decoder: Any, out: Columns, wanted_filter: str, metr
 
 
 def _plain(line: JsonlLine, out: Columns, wanted_filter: str, metric_names: tuple[str, ...],
-           kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool],
+           kept: Callable[[Any, str], Any], seen: Callable[[str, str], bool] | None,
            add_item: Callable[[str, str, dict[str, Any], str], None], where: str) -> None:
     """One row through :meth:`~lm_eval_radsafe.jsonl.JsonlLine.record`, with an error
     naming what is missing or malformed."""
@@ -182,7 +176,7 @@ def _plain(line: JsonlLine, out: Columns, wanted_filter: str, metric_names: tupl
         values = [row[name] for name in metric_names]
     except (KeyError, TypeError) as exc:
         raise SamplesError(f"{where}: missing field {exc}") from exc
-    if not seen(fingerprint, item_id):
+    if seen is not None and not seen(fingerprint, item_id):
         add_item(fingerprint, item_id, doc, where)
     value = kept(row.get("filtered_resps"), where)
     out.ids.append(item_id)
