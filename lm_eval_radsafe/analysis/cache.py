@@ -122,19 +122,37 @@ class ParsedCache:
             return None
         path = self._path(key)
         try:
-            data = msgspec.msgpack.decode(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, msgspec.MsgspecError) as exc:  # a damaged entry is parsed again
+        except OSError as exc:  # an unreadable entry is parsed again
             logger.debug("report cache: ignoring %s (%s)", path, exc)
             return None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            return None
-        self.hits += 1
-        return data["fields"]
+        fields = self.decode(data, path)
+        if fields is not None:
+            self.hits += 1
+        return fields
 
-    def store(self, key: str, fields: dict[str, Any]) -> None:
-        """Keep ``fields`` for ``key`` (atomically; a failure to write only costs speed)."""
+    @staticmethod
+    def encode(fields: dict[str, Any]) -> bytes:
+        """``fields`` as a cache entry (what :meth:`store` writes and :meth:`decode` reads)."""
+        return msgspec.msgpack.encode({"format": FORMAT, "fields": fields})
+
+    @staticmethod
+    def decode(data: bytes, where: Path | str = "entry") -> dict[str, Any] | None:
+        """The fields of an entry made by :meth:`encode`, or None (damaged, or another format)."""
+        try:
+            entry = msgspec.msgpack.decode(data)
+        except msgspec.MsgspecError as exc:  # a damaged entry is parsed again
+            logger.debug("report cache: ignoring %s (%s)", where, exc)
+            return None
+        if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+            return None
+        return entry["fields"]
+
+    def store(self, key: str, fields: dict[str, Any] | bytes) -> None:
+        """Keep ``fields`` (or the entry :meth:`encode` made of them) for ``key``
+        (atomically; a failure to write only costs speed)."""
         if not self.enabled:
             return
         path = self._path(key)
@@ -142,7 +160,7 @@ class ParsedCache:
         partial = path.with_name(f"{path.name}.{os.getpid()}-{next(_TEMPORARY)}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(msgspec.msgpack.encode({"format": FORMAT, "fields": fields}))
+            partial.write_bytes(fields if isinstance(fields, bytes) else self.encode(fields))
             os.replace(partial, path)
             self.stored += 1
         except OSError as exc:

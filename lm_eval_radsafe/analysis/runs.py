@@ -702,11 +702,13 @@ def _start_worker(items: dict[tuple[str, str], Item]) -> None:
     _WORKER_ITEMS.update(items)
 
 
-def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed, bool]:
+def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed | bytes, bool]:
     """One samples file parsed in a worker process, its per-item values recomputed there
     when the parent's items cover it (else the parent reads the items and recomputes).
     With a cache key and folder, the worker also stores the parse with its recomputed
-    values (the parent stores the others); returns the parse and whether it was stored."""
+    values (the parent stores the others) and returns the stored entry, which the parent
+    decodes faster than a pickled parse. Returns the parse or its entry, and whether it
+    was stored."""
     samples_file, regime, key, folder = job
     parsed = parse_samples(samples_file, regime)
     if all((parsed.fingerprint, item_id) in _WORKER_ITEMS for item_id in parsed.ids):
@@ -714,8 +716,9 @@ def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed, 
         if key and folder is not None:
             from lm_eval_radsafe.analysis.cache import ParsedCache
 
-            ParsedCache(folder).store(key, _to_cache(parsed))
-            return parsed, True
+            entry = ParsedCache.encode(_to_cache(parsed))
+            ParsedCache(folder).store(key, entry)
+            return entry, True
     return parsed, False
 
 
@@ -769,7 +772,12 @@ def _read_chosen(
             folder = cache.folder if cache.enabled else None
             with ProcessPoolExecutor(max_workers=min(workers, len(rest)), initializer=_start_worker, initargs=(items,)) as pool:
                 jobs = [(samples_file, regime, key, folder) for _, samples_file, regime, key in rest]
-                for (i, _, _, _), (result, kept) in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
+                for (i, samples_file, _, _), (result, kept) in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
+                    if isinstance(result, bytes):  # the cache entry the worker stored
+                        fields = cache.decode(result)
+                        if fields is None:
+                            raise RuntimeError(f"{samples_file}: the worker's parse came back unreadable")
+                        result = _from_cache(fields)
                     parsed[i] = result
                     if kept:
                         stored.add(i)
