@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lm_eval_radsafe.filters import NULL
-from lm_eval_radsafe.items import LETTERS, Item
+from lm_eval_radsafe.items import LETTERS, NULL, Item
 
 WILSON_Z = 1.959964
 

@@ -50,8 +50,10 @@ from typing import Any, Iterable, Sequence
 from lm_eval.api.filter import Filter
 from lm_eval.api.registry import register_filter
 
-NULL = "NULL"
-ALL_LETTERS = "ABCDE"
+from lm_eval_radsafe.items import LETTERS, NULL
+
+#: every option letter the extraction recognises
+ALL_LETTERS = LETTERS
 
 _MARKUP = re.compile(r"[*_`]+")
 _BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(?([A-E])\)?\s*\}")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 LETTERS = "ABCDE"
+#: the answer, or ballot, of a reply without one clear letter of the item (an abstention)
+NULL = "NULL"
 #: the letters of a 4- and a 5-option item as sets (an item's options are lettered from A)
 _LETTER_SETS = {n: frozenset(LETTERS[:n]) for n in (4, 5)}
 FLAG_NAMES = ("high_risk", "unsafe", "contradicts")

@@ -19,8 +19,7 @@ from lm_eval_radsafe.analysis.runs import REGIME_METRICS, TaskRun
 from lm_eval_radsafe.analysis.stats import DEFAULT_B, DEFAULT_SEED
 from lm_eval_radsafe.analysis.summary import analyse
 from lm_eval_radsafe.conditions import task_name
-from lm_eval_radsafe.filters import NULL
-from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.items import NULL, Item
 from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item, score_loglikelihoods, score_orders, score_votes
 
 SCHEMA = "radsafe-leaderboard/1"

@@ -11,8 +11,7 @@ from typing import Any
 
 from lm_eval_radsafe.analysis.runs import TaskRun
 from lm_eval_radsafe.consistency import majority_vote, synchronized_failure, wilson_interval
-from lm_eval_radsafe.filters import NULL
-from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.items import NULL, Item
 from lm_eval_radsafe.metrics import score_item
 
 SINGLE_ANSWER_REGIMES = ("greedy", "think")

@@ -62,8 +62,7 @@ from lm_eval_radsafe.analysis.stats import (
 )
 from lm_eval_radsafe.conditions import REGIMES, condition_rank
 from lm_eval_radsafe.consistency import majority_vote
-from lm_eval_radsafe.filters import ALL_LETTERS, NULL, extract_letter
-from lm_eval_radsafe.items import Item
+from lm_eval_radsafe.items import LETTERS, NULL, Item
 from lm_eval_radsafe.metrics import OVERCONFIDENCE_THRESHOLD, score_item
 
 logger = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def study_letter(kept: Any, raw_letter: str, item: Item) -> str:
     """
     if isinstance(kept, str) and kept in item.letters:
         return kept
-    if raw_letter in ALL_LETTERS and raw_letter not in item.letters:
+    if raw_letter in LETTERS and raw_letter not in item.letters:
         return raw_letter
     return NULL
 
@@ -274,7 +273,9 @@ def _study_letter(kept: Any, text: Any, item: Item, settings: dict[str, str]) ->
     """:func:`study_letter`, extracting from the raw output only when the kept letter is not an option."""
     if isinstance(kept, str) and kept in item.letters:
         return kept
-    return study_letter(kept, extract_letter(text, ALL_LETTERS, **settings), item)
+    from lm_eval_radsafe.filters import extract_letter  # the filter module imports lm-eval: only when asked
+
+    return study_letter(kept, extract_letter(text, LETTERS, **settings), item)
 
 
 def read_study_letters(run: TaskRun, items: dict[str, Item]) -> list[Any]:
