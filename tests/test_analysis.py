@@ -390,6 +390,31 @@ def test_parallel_and_cached_reading_give_the_same_runs(run_dir: Path, tmp_path:
     assert len(calls) == 1 and calls[0][2] is cached_items
 
 
+@pytest.mark.parametrize("mishap", ["entry gone", "cache not writable"])
+def test_parallel_reading_when_the_workers_cache_entries_are_not_there(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mishap: str,
+) -> None:
+    """A worker stores each parse in the cache and the report reads it from there; an entry
+    that went meanwhile is parsed again, one the worker could not write comes through the pipe."""
+    from lm_eval_radsafe.analysis import cache as cache_module
+    from lm_eval_radsafe.analysis import runs as runs_module
+
+    monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
+    serial = read_runs([run_dir], progress=False, use_cache=False, workers=1)
+    monkeypatch.setattr(runs_module, "PARALLEL_FROM", 2)
+    if mishap == "entry gone":
+        monkeypatch.setattr(cache_module.ParsedCache, "stored_fields", lambda self, key: None)
+    else:
+        monkeypatch.setattr(cache_module.os, "replace", lambda *args: (_ for _ in ()).throw(PermissionError("read-only")))
+    calls = []
+    parse = runs_module.parse_samples
+    monkeypatch.setattr(runs_module, "parse_samples", lambda *args: calls.append(args) or parse(*args))
+    parallel = read_runs([run_dir], progress=False, workers=2)
+    _same_runs(serial, parallel)
+    # in this process: the first file (for the items), and each vanished entry's file again
+    assert len(calls) == (len(serial) if mishap == "entry gone" else 1)
+
+
 def test_a_changed_samples_file_is_parsed_again(tmp_path: Path, fixture_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RADSAFE_CACHE", str(tmp_path / "cache"))
     folder = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book"], _correct)

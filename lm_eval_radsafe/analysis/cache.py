@@ -117,7 +117,15 @@ class ParsedCache:
         return self.folder / key[:2] / f"{key}.msgpack"
 
     def load(self, key: str) -> dict[str, Any] | None:
-        """The stored fields for ``key``, or None (absent, unreadable or disabled)."""
+        """The stored fields for ``key``, or None (absent, unreadable or disabled); a found
+        entry counts as a hit."""
+        fields = self.stored_fields(key)
+        if fields is not None:
+            self.hits += 1
+        return fields
+
+    def stored_fields(self, key: str) -> dict[str, Any] | None:
+        """:meth:`load` without counting a hit: the entry a worker process has just stored."""
         if not self.enabled:
             return None
         path = self._path(key)
@@ -128,10 +136,7 @@ class ParsedCache:
         except OSError as exc:  # an unreadable entry is parsed again
             logger.debug("report cache: ignoring %s (%s)", path, exc)
             return None
-        fields = self.decode(data, path)
-        if fields is not None:
-            self.hits += 1
-        return fields
+        return self.decode(data, path)
 
     @staticmethod
     def encode(fields: dict[str, Any]) -> bytes:
@@ -150,11 +155,11 @@ class ParsedCache:
             return None
         return entry["fields"]
 
-    def store(self, key: str, fields: dict[str, Any] | bytes) -> None:
+    def store(self, key: str, fields: dict[str, Any] | bytes) -> bool:
         """Keep ``fields`` (or the entry :meth:`encode` made of them) for ``key``
-        (atomically; a failure to write only costs speed)."""
+        (atomically; a failure to write only costs speed). Returns whether it was kept."""
         if not self.enabled:
-            return
+            return False
         path = self._path(key)
         # written under a name of this process alone (workers store side by side), then moved into place
         partial = path.with_name(f"{path.name}.{os.getpid()}-{next(_TEMPORARY)}.tmp")
@@ -163,10 +168,12 @@ class ParsedCache:
             partial.write_bytes(fields if isinstance(fields, bytes) else self.encode(fields))
             os.replace(partial, path)
             self.stored += 1
+            return True
         except OSError as exc:
             logger.warning("report cache: cannot write %s (%s); parsing continues uncached", path, exc)
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
+            return False
 
 
 class ReportStore:

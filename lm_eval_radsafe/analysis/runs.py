@@ -702,13 +702,14 @@ def _start_worker(items: dict[tuple[str, str], Item]) -> None:
     _WORKER_ITEMS.update(items)
 
 
-def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed | bytes, bool]:
+def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed | bytes | None, bool]:
     """One samples file parsed in a worker process, its per-item values recomputed there
     when the parent's items cover it (else the parent reads the items and recomputes).
     With a cache key and folder, the worker also stores the parse with its recomputed
-    values (the parent stores the others) and returns the stored entry, which the parent
-    decodes faster than a pickled parse. Returns the parse or its entry, and whether it
-    was stored."""
+    values (the parent stores the others). Returns what the parent takes, and whether the
+    cache was seen to: None when the parse is in the cache (the parent reads it from there,
+    faster than through a pipe), its cache entry when it could not be written there, else
+    the parse itself."""
     samples_file, regime, key, folder = job
     parsed = parse_samples(samples_file, regime)
     if all((parsed.fingerprint, item_id) in _WORKER_ITEMS for item_id in parsed.ids):
@@ -717,8 +718,7 @@ def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed |
             from lm_eval_radsafe.analysis.cache import ParsedCache
 
             entry = ParsedCache.encode(_to_cache(parsed))
-            ParsedCache(folder).store(key, entry)
-            return entry, True
+            return (None if ParsedCache(folder).store(key, entry) else entry), True
     return parsed, False
 
 
@@ -772,12 +772,11 @@ def _read_chosen(
             folder = cache.folder if cache.enabled else None
             with ProcessPoolExecutor(max_workers=min(workers, len(rest)), initializer=_start_worker, initargs=(items,)) as pool:
                 jobs = [(samples_file, regime, key, folder) for _, samples_file, regime, key in rest]
-                for (i, samples_file, _, _), (result, kept) in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
-                    if isinstance(result, bytes):  # the cache entry the worker stored
-                        fields = cache.decode(result)
-                        if fields is None:
-                            raise RuntimeError(f"{samples_file}: the worker's parse came back unreadable")
-                        result = _from_cache(fields)
+                for (i, samples_file, regime, key), (result, kept) in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
+                    if not isinstance(result, Parsed):  # in the cache (read from there: faster than a pipe), or its entry
+                        fields = cache.decode(result) if isinstance(result, bytes) else cache.stored_fields(key) if key else None
+                        # None: the entry went meanwhile (another report cleared the cache); parsed again here
+                        result = _from_cache(fields) if fields is not None else parse_samples(samples_file, regime, items)
                     parsed[i] = result
                     if kept:
                         stored.add(i)
