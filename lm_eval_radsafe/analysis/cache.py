@@ -4,10 +4,11 @@ One entry per samples file and regime, keyed by the file's absolute path, size,
 modification time and a hash of its first and last 16 KiB, and by this module's format
 version: a file that is rewritten, appended to, truncated or touched is parsed again.
 Entries hold what :func:`~lm_eval_radsafe.analysis.runs.parse_samples` returns (ids,
-answers, kept values, logged and recomputed metric values as raw float64), as MessagePack:
-data, never code. The items
-themselves (question, options, labels) are not cached; they are read from one samples file
-per dataset, as before. The cache lives in ``$RADSAFE_CACHE/report`` (see
+answers, kept values), the metric values recomputed from them, the logged values nothing
+recomputes (as raw float64) and, per recomputed metric, how many logged values differ
+(a second report warns again), as MessagePack: data, never code. The items themselves
+(question, options, labels) are not cached; they are read from one samples file per
+dataset, as before. The cache lives in ``$RADSAFE_CACHE/report`` (see
 :func:`lm_eval_radsafe.paths.cache_root`) and needs ``msgspec`` (the ``report`` extra);
 without it every report parses every file.
 
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - exercised where the report extra is ab
 logger = logging.getLogger(__name__)
 
 #: bump when the cached fields or their meaning change
-FORMAT = 4  # 4: synchronized failure needs every sample to be a letter
+FORMAT = 5  # 4: synchronized failure needs every sample to be a letter; 5: logged values nothing recomputes only
 _EDGE = 16 * 1024
 
 

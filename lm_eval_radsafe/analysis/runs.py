@@ -198,9 +198,12 @@ class Parsed:
     letters: list[Any]
     fingerprint: str
     threshold: Any
+    #: the logged values; once settled (:func:`_settle`), only those nothing recomputes
     metrics: dict[str, np.ndarray]
     #: the values recomputed from the kept answers and the items (:func:`_recomputed`), once known
     recomputed: dict[str, np.ndarray] | None = None
+    #: per recomputed metric, how many items' logged values differ from the recomputed ones
+    differ: dict[str, int] = field(default_factory=dict)
 
 
 def parse_samples(samples_file: Path, regime: str, items: dict[tuple[str, str], Item] | None = None) -> Parsed:
@@ -316,6 +319,29 @@ def _recomputed(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item])
     return {name: np.asarray([row[name] for row in rows], dtype=float) for name in names}
 
 
+def _settle(parsed: Parsed, regime: str, items: dict[tuple[str, str], Item]) -> None:
+    """Recompute ``parsed``'s per-item values (:func:`_recomputed`), count per metric the
+    items whose logged values differ (:attr:`Parsed.differ`), and keep only the logged
+    values nothing recomputes (what is sent between processes and cached is then smaller)."""
+    parsed.recomputed = _recomputed(parsed, regime, items)
+    parsed.differ = {name: _differing(values, parsed.metrics[name]) for name, values in parsed.recomputed.items()}
+    parsed.metrics = {name: values for name, values in parsed.metrics.items() if name not in parsed.recomputed}
+
+
+def _differing(recomputed: np.ndarray, logged: np.ndarray) -> int:
+    """How many items' logged values differ from the recomputed ones (equal, or close, NaN
+    matching NaN, is the same; every item when the shapes differ). The same bytes are tried
+    first: the usual case, and the cheapest test."""
+    if recomputed.shape == logged.shape and (
+        recomputed.tobytes() == logged.tobytes()
+        or np.array_equal(recomputed, logged, equal_nan=True)
+        or np.allclose(recomputed, logged, equal_nan=True)
+    ):
+        return 0
+    same = np.isclose(recomputed, logged, equal_nan=True) if recomputed.shape == logged.shape else np.zeros(len(recomputed), bool)
+    return int(np.sum(~same.all(axis=-1) if same.ndim == 2 else ~same))
+
+
 def add_missing_items(samples_file: Path, regime: str, fingerprint: str, item_ids: Iterable[str], items: dict[tuple[str, str], Item]) -> None:
     """Add to ``items`` the records of ``item_ids`` (of ``fingerprint``) that it lacks, read
     from ``samples_file`` (a run parsed elsewhere: in another process, or from the cache)."""
@@ -373,8 +399,8 @@ def read_task_run(
     if partial and not allow_partial:
         raise RunError(f"{partial}; run it again to completion, or pass --allow-partial to report it marked as partial")
     if parsed.recomputed is None:
-        parsed.recomputed = _recomputed(parsed, regime, items)
-    recomputed = parsed.recomputed
+        _settle(parsed, regime, items)
+    recomputed = parsed.recomputed or {}
     kinds = REGIME_METRICS[regime]
     run = TaskRun(
         model=model_label(results),
@@ -405,28 +431,17 @@ def read_task_run(
         },
     )
     for name, kind in kinds.items():
-        values = recomputed.get(name, parsed.metrics[name])
-        logged = parsed.metrics[name]
-        if name in recomputed and not _agree(values, logged):
-            same = np.isclose(values, logged, equal_nan=True) if values.shape == logged.shape else np.zeros(len(values), bool)
-            differ = int(np.sum(~same.all(axis=-1) if same.ndim == 2 else ~same))
+        values = recomputed[name] if name in recomputed else parsed.metrics[name]
+        if parsed.differ.get(name):
             logger.warning(
                 "%s: %s: %d logged per-item value(s) differ from the values recomputed from the kept answers and the "
-                "items; the report uses the recomputed ones", samples_file, name, differ,
+                "items; the report uses the recomputed ones", samples_file, name, parsed.differ[name],
             )
         if kind == "mean":
             run.values[name] = values
         else:
             run.pairs[name] = values
     return run
-
-
-def _agree(recomputed: np.ndarray, logged: np.ndarray) -> bool:
-    """Whether the recomputed per-item values match the logged ones (same shape; equal, or
-    close, NaN matching NaN). Equal is tried first: it is the usual case and the cheaper test."""
-    if recomputed.shape != logged.shape:
-        return False
-    return bool(np.array_equal(recomputed, logged, equal_nan=True)) or bool(np.allclose(recomputed, logged, equal_nan=True))
 
 
 Prefer = Literal["newest", "largest"]
@@ -713,7 +728,7 @@ def _parse_job(job: tuple[Path, str, str | None, Path | None]) -> tuple[Parsed |
     samples_file, regime, key, folder = job
     parsed = parse_samples(samples_file, regime)
     if all((parsed.fingerprint, item_id) in _WORKER_ITEMS for item_id in parsed.ids):
-        parsed.recomputed = _recomputed(parsed, regime, _WORKER_ITEMS)
+        _settle(parsed, regime, _WORKER_ITEMS)
         if key and folder is not None:
             from lm_eval_radsafe.analysis.cache import ParsedCache
 
@@ -822,6 +837,7 @@ def _to_cache(parsed: Parsed) -> dict[str, Any]:
         "metrics": {k: [list(v.shape), v.astype("<f8").tobytes()] for k, v in parsed.metrics.items()},
         "recomputed": None if parsed.recomputed is None
         else {k: [list(v.shape), v.astype("<f8").tobytes()] for k, v in parsed.recomputed.items()},
+        "differ": parsed.differ,
     }
 
 
@@ -836,5 +852,5 @@ def _from_cache(fields: dict[str, Any]) -> Parsed:
     recomputed = fields.get("recomputed")
     return Parsed(
         fields["ids"], fields["answers"], letters, fields["fingerprint"], fields["threshold"], arrays(fields["metrics"]),
-        None if recomputed is None else arrays(recomputed),
+        None if recomputed is None else arrays(recomputed), fields["differ"],
     )

@@ -331,7 +331,10 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
             p_values = [float(p) for p in paired_bootstrap_p_columns(diff)]
             test = "paired_bootstrap"
         adjusted_holm, adjusted_bh = holm(p_values), benjamini_hochberg(p_values)
-        for j, (model, regime, cond_a, cond_b, _, _) in enumerate(group):
+        # each column as Python numbers once (indexing arrays per test costs more than the tests)
+        columns = zip(group, est_a.tolist(), est_b.tolist(), (est_b - est_a).tolist(), low.tolist(), high.tolist(),
+                      p_values, adjusted_holm, adjusted_bh, shared.sum(axis=0).tolist())  # fmt: skip
+        for (model, regime, cond_a, cond_b, _, _), value_a, value_b, difference, ci_low, ci_high, p, p_holm, p_bh, n in columns:
             tests.append(
                 {
                     "model": model,
@@ -339,16 +342,16 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
                     "metric": metric,
                     "condition_a": cond_a,
                     "condition_b": cond_b,
-                    "estimate_a": float(est_a[j]),
-                    "estimate_b": float(est_b[j]),
-                    "difference": float(est_b[j] - est_a[j]),
-                    "diff_ci_low": float(low[j]),
-                    "diff_ci_high": float(high[j]),
+                    "estimate_a": value_a,
+                    "estimate_b": value_b,
+                    "difference": difference,
+                    "diff_ci_low": ci_low,
+                    "diff_ci_high": ci_high,
                     "test": test,
-                    "p_value": p_values[j],
-                    "p_holm": adjusted_holm[j],
-                    "p_bh": adjusted_bh[j],
-                    "n_items": int(shared[:, j].sum()),
+                    "p_value": p,
+                    "p_holm": p_holm,
+                    "p_bh": p_bh,
+                    "n_items": n,
                 }
             )
     tests.sort(key=lambda t: (t["model"], t["regime"], condition_rank(t["condition_a"]), condition_rank(t["condition_b"]), t["metric"]))
