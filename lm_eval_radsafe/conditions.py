@@ -12,6 +12,7 @@ The task YAMLs are written from the registries here (conditions, :data:`REGIMES`
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -238,6 +239,13 @@ REGIMES: dict[str, Regime] = {
         ),
     )
 }
+
+
+def regime_order(regimes: Iterable[str]) -> list[str]:
+    """The distinct ``regimes`` in the registry's order (greedy first), unknown ones after,
+    sorted: the order reports show regimes in."""
+    present = set(regimes)
+    return [g for g in REGIMES if g in present] + sorted(present - set(REGIMES))
 
 
 def applies(condition: Condition, regime: Regime) -> bool:

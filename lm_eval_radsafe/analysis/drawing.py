@@ -63,15 +63,24 @@ def _of_results(analysis: Any, cost: list[dict[str, Any]], cards: dict[str, Any]
     ]
 
 
-def _of_tests(tests: list[dict[str, Any]], analysis: Any) -> list[Job]:
-    """The figures of the paired tests, per regime of the runs (greedy first), heaviest first."""
+def _regimes(analysis: Any) -> list[str]:
+    """The regimes of the runs, in the order :func:`~lm_eval_radsafe.analysis.summary.paired_tests`
+    gives their tests."""
+    from lm_eval_radsafe.conditions import regime_order
+
+    return regime_order(run.regime for run in analysis.runs)
+
+
+def _of_tests(tests: list[dict[str, Any]], analysis: Any, regime: str) -> list[Job]:
+    """The figures of the paired tests of one regime, heaviest first."""
     from lm_eval_radsafe.analysis import figures
 
     models = _models(analysis)
-    regimes = figures.regime_order(run.regime for run in analysis.runs) or ["greedy"]
-    present = {g: {run.condition for run in analysis.runs if run.regime == g} for g in regimes}
-    jobs: list[Job] = [partial(figures.plot_decoupling, tests, g, models=models, conditions=present[g]) for g in regimes]
-    return jobs + [partial(figures.plot_condition_deltas, tests, regime, models=models) for regime in regimes]
+    present = {run.condition for run in analysis.runs if run.regime == regime}
+    return [
+        partial(figures.plot_decoupling, tests, regime, models=models, conditions=present),
+        partial(figures.plot_condition_deltas, tests, regime, models=models),
+    ]
 
 
 def _new_record() -> dict[str, Any]:
@@ -166,53 +175,57 @@ def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
     into["absent"].update(part["absent"])
 
 
-def _write_record(folder: Path, record: dict[str, Any], order: list[tuple[str, str]]) -> Path:
-    """figures.json: the figures in report order, then the absent ones with their reasons
-    (plain JSON: NaN never written)."""
-    ranked = [name for name, _ in order]
-    record = {**record, "figures": {name: record["figures"][name] for name in ranked if name in record["figures"]}}
+def _write_record(folder: Path, record: dict[str, Any]) -> Path:
+    """figures.json (plain JSON: NaN never written)."""
     path = folder / DATA_FILE
     path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
 
-def _ordered(shown: dict[str, str]) -> list[tuple[str, str]]:
+def _rank(name: str) -> tuple[int, int, str]:
+    """Where the figure called ``name`` stands in report.html: :data:`FIGURE_ORDER`, each
+    regime's figure after the greedy one, regimes in the registry's order."""
     from lm_eval_radsafe.conditions import REGIMES
 
     regimes = list(REGIMES)
+    for k, base in enumerate(FIGURE_ORDER):
+        if name == base:
+            return (k, -1, "")
+        if name.startswith(base + "_"):
+            regime = name[len(base) + 1:]
+            return (k, regimes.index(regime) if regime in regimes else len(regimes), regime)
+    return (len(FIGURE_ORDER), 0, name)
 
-    def rank(name: str) -> tuple[int, int, str]:
-        for k, base in enumerate(FIGURE_ORDER):
-            if name == base:
-                return (k, -1, "")
-            if name.startswith(base + "_"):
-                regime = name[len(base) + 1:]
-                return (k, regimes.index(regime) if regime in regimes else len(regimes), regime)
-        return (len(FIGURE_ORDER), 0, name)
 
-    return [(name, shown[name]) for name in sorted(shown, key=rank)]
+def _ordered(shown: dict[str, str]) -> list[tuple[str, str]]:
+    return [(name, shown[name]) for name in sorted(shown, key=_rank)]
 
 
 def _finish(shown: dict[str, str], record: dict[str, Any], folder: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    order = _ordered(shown)
-    _write_record(folder, record, order)
-    return order, record["absent"]
+    """figures.json with the figures drawn, then the absent ones with their reasons, each in
+    report order whichever process drew them; returns (name, embedded file) of each figure
+    and the reasons."""
+    absent = {name: record["absent"][name] for name in sorted(record["absent"], key=_rank)}
+    drawn = {name: record["figures"][name] for name in sorted(record["figures"], key=_rank)}
+    _write_record(folder, {**record, "figures": drawn, "absent": absent})
+    return _ordered(shown), absent
 
 
-def _draw_all(inputs: tuple[Any, ...], tests: list[dict[str, Any]], folder: Path, formats: tuple[str, ...]) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Draw and save every figure and figures.json in this process."""
+def _draw_all(inputs: tuple[Any, ...], tests: dict[str, list[dict[str, Any]]], folder: Path, formats: tuple[str, ...]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Draw and save every figure and figures.json in this process (``tests``: per regime)."""
     shown, record = _draw(_of_results(*inputs), folder, formats)
-    more, part = _draw(_of_tests(tests, inputs[0]), folder, formats)
-    shown.update(more)
-    _merge(record, part)
+    for regime in _regimes(inputs[0]):
+        more, part = _draw(_of_tests(tests.get(regime, []), inputs[0], regime), folder, formats)
+        shown.update(more)
+        _merge(record, part)
     return _finish(shown, record, folder)
 
 
 def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tuple[str, ...], workers: int) -> None:
     """Body of the figure process: import matplotlib while the report's process computes the
-    per-run table, receive its rows, draw (over ``workers`` processes), wait for the tests,
-    draw, write figures.json, send the result (figures, reasons for the absent ones) or
-    the error."""
+    per-run table, receive its rows, draw (over ``workers`` processes), then draw the
+    figures of each regime's paired tests as they come, write figures.json, send the
+    result (figures, reasons for the absent ones) or the error."""
     gc.enable()  # the report's process may have paused it; figures leave cyclic garbage
     try:
         import matplotlib.pyplot  # noqa: F401 - imported once, before any worker is forked
@@ -221,12 +234,17 @@ def _child(connection: Any, inputs: tuple[Any, ...], folder: Path, formats: tupl
         # on the free CPUs while the report's process computes the paired tests, which the
         # remaining figures wait for
         shown, record = _draw_split(_of_results(*inputs), folder, formats, workers)
-        tests = connection.recv()
-        # the report's process has only its tables and page left to write, then waits for
-        # these figures: one more worker takes the CPU it frees
-        more, part = _draw_split(_of_tests(tests, inputs[0]), folder, formats, workers + 1)
-        shown.update(more)
-        _merge(record, part)
+        regimes = _regimes(inputs[0])
+        for k, regime in enumerate(regimes):
+            given, tests = connection.recv()
+            if given != regime:
+                raise RuntimeError(f"the paired tests of regime {given!r} came where those of {regime!r} belong")
+            # after the last regime's tests, the report's process has only its tables and page
+            # left to write, then waits for these figures: one more worker takes the CPU it frees
+            last = k == len(regimes) - 1
+            more, part = _draw_split(_of_tests(tests, inputs[0], regime), folder, formats, workers + 1 if last else workers)
+            shown.update(more)
+            _merge(record, part)
         connection.send(("ok", _finish(shown, record, folder)))
     except EOFError:  # the report was abandoned before its rows or tests existed
         pass
@@ -253,7 +271,7 @@ class FigureDrawing:
         #: processes drawing at once in the figure process (:func:`free_cpus` by default)
         self.workers = workers if workers is not None else free_cpus()
         self._inputs: tuple[Any, ...] | None = None
-        self._tests: list[dict[str, Any]] | None = None
+        self._tests: dict[str, list[dict[str, Any]]] = {}  # per regime, when drawn in this process
         self._process: Any = None
         self._connection: Any = None
         #: figures.json, once :meth:`result` returned
@@ -290,12 +308,19 @@ class FigureDrawing:
         if self._connection is not None:
             self._connection.send(rows)
 
-    def give_tests(self, tests: list[dict[str, Any]]) -> None:
-        """The paired tests the condition-delta figures show."""
-        if self._connection is not None:
-            self._connection.send(tests)
-        else:
-            self._tests = tests
+    def give_tests(self, tests: list[dict[str, Any]], regime: str | None = None) -> None:
+        """The paired tests the decoupling and condition-delta figures show: those of one
+        ``regime`` (each regime's as soon as they are computed, in
+        :func:`~lm_eval_radsafe.conditions.regime_order`), or with None those of every regime."""
+        if self._inputs is None:
+            raise RuntimeError("FigureDrawing.give_tests() before start()")
+        regimes = [regime] if regime is not None else _regimes(self._inputs[0])
+        for g in regimes:
+            mine = tests if regime is not None else [t for t in tests if t["regime"] == g]
+            if self._connection is not None:
+                self._connection.send((g, mine))
+            else:
+                self._tests[g] = mine
 
     def result(self) -> list[tuple[str, str]]:
         """(name, file report.html embeds) of each figure drawn; raises what drawing raised.
@@ -303,8 +328,8 @@ class FigureDrawing:
         if self._inputs is None:
             raise RuntimeError("FigureDrawing.result() before start()")
         if self._connection is None:
-            if self._tests is None:
-                raise RuntimeError("FigureDrawing.result() before give_tests()")
+            if not self._tests.keys() >= set(_regimes(self._inputs[0])):
+                raise RuntimeError("FigureDrawing.result() before give_tests() of every regime")
             order, absent = _draw_all(self._inputs, self._tests, self.folder, self.formats)
         else:
             try:

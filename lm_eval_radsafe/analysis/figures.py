@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from lm_eval_radsafe.aggregation import N_BINS, calibration_bin
-from lm_eval_radsafe.conditions import CONDITIONS, REGIMES
+from lm_eval_radsafe.conditions import CONDITIONS, REGIMES, regime_order
 from lm_eval_radsafe.metric_specs import metric_spec
 
 #: interval kinds, as figures.json names them
@@ -98,12 +98,6 @@ def _display(condition: str) -> str:
 
 def _regime_display(regime: str) -> str:
     return REGIMES[regime].display_name if regime in REGIMES else regime
-
-
-def regime_order(regimes: Iterable[str]) -> list[str]:
-    """Regimes in the registry's order (greedy first), unknown ones after, sorted."""
-    present = set(regimes)
-    return [g for g in REGIMES if g in present] + sorted(present - set(REGIMES))
 
 
 def _condition_order(conditions: Iterable[str]) -> list[str]:

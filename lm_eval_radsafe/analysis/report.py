@@ -209,13 +209,13 @@ def build_report(
     summarise(analysis)
     if drawing is not None:
         drawing.give_rows(analysis.rows)
-    tests = paired_tests(analysis)
+    # each regime's tests to the figures as soon as they are computed (the figures show no p-values,
+    # the only thing the study's rules change in them)
+    tests = paired_tests(analysis, on_regime=None if drawing is None else lambda regime, mine: drawing.give_tests(mine, regime))
     worst = worst_cases(runs, items)
     if study is not None:
         tests = study_paired_tests(tests, study)
         worst = study_worst_cases(worst, items)
-    if drawing is not None:
-        drawing.give_tests(tests)
     report = Report(
         analysis=analysis,
         items=items,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from itertools import combinations
 from typing import Any
 
@@ -27,7 +28,7 @@ from lm_eval_radsafe.analysis.stats import (
     weighted_means,
     weighted_ratio,
 )
-from lm_eval_radsafe.conditions import condition_rank
+from lm_eval_radsafe.conditions import condition_rank, regime_order
 from lm_eval_radsafe.consistency import wilson_interval
 from lm_eval_radsafe.items import LETTERS
 from lm_eval_radsafe.metric_specs import ABSTENTION_METRIC, metric_spec
@@ -286,16 +287,22 @@ def position_shares(analysis: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
-def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
+def _test_order(test: dict[str, Any]) -> tuple[Any, ...]:
+    return test["model"], test["regime"], condition_rank(test["condition_a"]), condition_rank(test["condition_b"]), test["metric"]
+
+
+def paired_tests(analysis: Analysis, on_regime: Callable[[str, list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Every pair of conditions of the same model and regime, for every mean metric.
 
     Accuracy metrics use the exact McNemar test on the items both runs share; other rates
     use the paired bootstrap (same count matrix, both runs restricted to shared items).
     Holm and Benjamini-Hochberg adjust each metric's p-values across the whole grid.
-    All tests of one metric are computed together as matrix products.
+    All tests of one metric are computed together as matrix products, regime after regime
+    (:func:`~lm_eval_radsafe.conditions.regime_order`): ``on_regime(regime, tests)``
+    receives the tests of each regime of the runs, in the order of the result, as soon as
+    they are all computed (the report's figures start on them).
     """
     runs = analysis.runs
-    weights = analysis.bootstrap.weights
     by_cell: dict[tuple[str, str], dict[str, int]] = {}
     for r, run in enumerate(runs):
         by_cell.setdefault((run.model, run.regime), {})[run.condition] = r
@@ -310,51 +317,65 @@ def paired_tests(analysis: Analysis) -> list[dict[str, Any]]:
                 if kind == "mean":
                     specs.setdefault(metric, []).append((model, regime, cond_a, cond_b, ra, rb))
     tests: list[dict[str, Any]] = []
-    for metric, group in sorted(specs.items()):
-        index_a = np.array([spec[4] for spec in group])
-        index_b = np.array([spec[5] for spec in group])
-        a, b = analysis.matrix(metric)[:, index_a], analysis.matrix(metric)[:, index_b]
-        shared = analysis.masks[:, index_a] & analysis.masks[:, index_b]
-        ones = np.ones((1, a.shape[0]))
-        est_a, est_b = weighted_means(ones, a, shared)[0], weighted_means(ones, b, shared)[0]
-        if shared.all():  # one product: the mean of differences is the difference of means
-            diff = weighted_means(weights, b - a, shared)
-        else:
-            diff = weighted_means(weights, b, shared) - weighted_means(weights, a, shared)
-        low, high = percentile_ci(diff)
-        if metric in ACCURACY_METRICS:
-            only_a = np.sum(shared & (a == 1) & (b == 0), axis=0)
-            only_b = np.sum(shared & (a == 0) & (b == 1), axis=0)
-            p_values = [mcnemar_exact(int(x), int(y)) for x, y in zip(only_a, only_b)]
-            test = "mcnemar_exact"
-        else:
-            p_values = [float(p) for p in paired_bootstrap_p_columns(diff)]
-            test = "paired_bootstrap"
-        adjusted_holm, adjusted_bh = holm(p_values), benjamini_hochberg(p_values)
-        # each column as Python numbers once (indexing arrays per test costs more than the tests)
-        columns = zip(group, est_a.tolist(), est_b.tolist(), (est_b - est_a).tolist(), low.tolist(), high.tolist(),
-                      p_values, adjusted_holm, adjusted_bh, shared.sum(axis=0).tolist())  # fmt: skip
-        for (model, regime, cond_a, cond_b, _, _), value_a, value_b, difference, ci_low, ci_high, p, p_holm, p_bh, n in columns:
-            tests.append(
-                {
-                    "model": model,
-                    "regime": regime,
-                    "metric": metric,
-                    "condition_a": cond_a,
-                    "condition_b": cond_b,
-                    "estimate_a": value_a,
-                    "estimate_b": value_b,
-                    "difference": difference,
-                    "diff_ci_low": ci_low,
-                    "diff_ci_high": ci_high,
-                    "test": test,
-                    "p_value": p,
-                    "p_holm": p_holm,
-                    "p_bh": p_bh,
-                    "n_items": n,
-                }
-            )
-    tests.sort(key=lambda t: (t["model"], t["regime"], condition_rank(t["condition_a"]), condition_rank(t["condition_b"]), t["metric"]))
+    done: set[str] = set()
+    for regime in regime_order(run.regime for run in runs):
+        for metric in sorted(m for m, group in specs.items() if m not in done and any(spec[1] == regime for spec in group)):
+            done.add(metric)
+            tests.extend(_tests_of_metric(analysis, metric, specs[metric]))
+        if on_regime is not None:
+            on_regime(regime, sorted((t for t in tests if t["regime"] == regime), key=_test_order))
+    tests.sort(key=_test_order)
+    return tests
+
+
+def _tests_of_metric(analysis: Analysis, metric: str, group: list[tuple[str, str, str, str, int, int]]) -> list[dict[str, Any]]:
+    """The paired tests of ``metric`` for each (model, regime, condition a, condition b,
+    run a, run b) of ``group`` (see :func:`paired_tests`)."""
+    weights = analysis.bootstrap.weights
+    tests: list[dict[str, Any]] = []
+    index_a = np.array([spec[4] for spec in group])
+    index_b = np.array([spec[5] for spec in group])
+    a, b = analysis.matrix(metric)[:, index_a], analysis.matrix(metric)[:, index_b]
+    shared = analysis.masks[:, index_a] & analysis.masks[:, index_b]
+    ones = np.ones((1, a.shape[0]))
+    est_a, est_b = weighted_means(ones, a, shared)[0], weighted_means(ones, b, shared)[0]
+    if shared.all():  # one product: the mean of differences is the difference of means
+        diff = weighted_means(weights, b - a, shared)
+    else:
+        diff = weighted_means(weights, b, shared) - weighted_means(weights, a, shared)
+    low, high = percentile_ci(diff)
+    if metric in ACCURACY_METRICS:
+        only_a = np.sum(shared & (a == 1) & (b == 0), axis=0)
+        only_b = np.sum(shared & (a == 0) & (b == 1), axis=0)
+        p_values = [mcnemar_exact(int(x), int(y)) for x, y in zip(only_a, only_b)]
+        test = "mcnemar_exact"
+    else:
+        p_values = [float(p) for p in paired_bootstrap_p_columns(diff)]
+        test = "paired_bootstrap"
+    adjusted_holm, adjusted_bh = holm(p_values), benjamini_hochberg(p_values)
+    # each column as Python numbers once (indexing arrays per test costs more than the tests)
+    columns = zip(group, est_a.tolist(), est_b.tolist(), (est_b - est_a).tolist(), low.tolist(), high.tolist(),
+                  p_values, adjusted_holm, adjusted_bh, shared.sum(axis=0).tolist())  # fmt: skip
+    for (model, regime, cond_a, cond_b, _, _), value_a, value_b, difference, ci_low, ci_high, p, p_holm, p_bh, n in columns:
+        tests.append(
+            {
+                "model": model,
+                "regime": regime,
+                "metric": metric,
+                "condition_a": cond_a,
+                "condition_b": cond_b,
+                "estimate_a": value_a,
+                "estimate_b": value_b,
+                "difference": difference,
+                "diff_ci_low": ci_low,
+                "diff_ci_high": ci_high,
+                "test": test,
+                "p_value": p,
+                "p_holm": p_holm,
+                "p_bh": p_bh,
+                "n_items": n,
+            }
+        )
     return tests
 
 
