@@ -21,7 +21,8 @@ results and samples), at least 1.5 times the top-10 text: not 30k-124k tokens pe
 Timed, alternately, each in a fresh process:
 
 * ``radsafe report GRID --out OUT`` end to end as a user runs it (the venv's ``radsafe``,
-  a fresh parse cache, figures and report.html);
+  a fresh parse cache, figures and report.html; the package's bytecode written first, as
+  ``pip install`` writes it);
 * the study's phase-5 procedure, re-implemented by us (the scripts run_bootstrap.py,
   run_pvalues.py, run_safety_rates.py, run_confidence.py, run_ensembles.py and
   run_per_question_safety.py as the paper digest describes them): each script reads
@@ -931,6 +932,20 @@ def line(label: str, result: dict[str, Any]) -> str:
     )
 
 
+def compiled_package() -> str:
+    """Bytecode written for every module of the package, as ``pip install`` writes it: with
+    ``PYTHONDONTWRITEBYTECODE`` set (or a folder Python may not write to), each ``radsafe``
+    run would otherwise compile the package's sources again, which no installed copy does.
+    Returns what was done, for the log."""
+    import compileall
+
+    import lm_eval_radsafe
+
+    folder = Path(lm_eval_radsafe.__file__).parent
+    done = compileall.compile_dir(str(folder), quiet=1)
+    return f"{'compiled' if done else 'could not compile'} the package's modules in {folder} (as pip install does)"
+
+
 def timed(root: Path, runs: Path, repeats: int, second: bool) -> dict[str, list[dict[str, Any]]]:
     """Each side ``repeats`` times, alternating which goes first; every report with a fresh
     parse cache (as a user's first report), the second report with the first's."""
@@ -941,6 +956,7 @@ def timed(root: Path, runs: Path, repeats: int, second: bool) -> dict[str, list[
     env.pop("RADSAFE_DATA", None)
     rows: dict[str, list[dict[str, Any]]] = {"report": [], "study": [], **({"second": [], "reseeded": []} if second else {})}
     print(f"report: {' '.join(report_command(runs, work / 'OUT', models))}")
+    print(f"bytecode: {compiled_package()}")
     for repeat in range(repeats):
         cache = {**env, "RADSAFE_CACHE": str(work / f"cache-{repeat}")}
         jobs = {
