@@ -4,8 +4,9 @@ The figures of the results (accuracy against high-risk errors, reliability, scal
 need only the per-run table; the decoupling and condition-delta figures need the paired
 tests. On Linux, :class:`FigureDrawing` forks a process as soon as the runs are read: it
 imports matplotlib while this process computes the per-run table, receives the table,
-draws the first figures while this process computes the paired tests, receives the
-tests, draws the rest, saves each figure once in every format asked and writes
+draws the first figures while this process computes the paired tests, receives each
+regime's tests as soon as they are computed and draws that regime's figures (the first
+while the next regime's tests are computed), saves each figure once in every format asked and writes
 ``figures.json`` (the numbers each figure plots, and why a figure is absent), while this
 process writes the tables and renders report.html around them. With CPUs to spare
 (:func:`free_cpus`), the figure process shares each batch of figures with forks of itself,
@@ -260,7 +261,7 @@ class FigureDrawing:
     :meth:`start` with the runs aligned (:func:`~lm_eval_radsafe.analysis.summary.align`),
     the cost rows and the model cards; :meth:`give_rows` once the per-run table is filled
     in (:func:`~lm_eval_radsafe.analysis.summary.summarise`); :meth:`give_tests` with the
-    paired tests; :meth:`result` for (name, embedded file) of every figure drawn, in
+    paired tests, all at once or regime by regime; :meth:`result` for (name, embedded file) of every figure drawn, in
     :data:`FIGURE_ORDER`, with the numbers each one plots in :data:`DATA_FILE` beside them
     (:attr:`data_file`); :meth:`close` in any case (stops a process left waiting).
     """
