@@ -21,8 +21,6 @@ from typing import Any, Iterable
 LETTERS = "ABCDE"
 #: the answer, or ballot, of a reply without one clear letter of the item (an abstention)
 NULL = "NULL"
-#: the letters of a 4- and a 5-option item as sets (an item's options are lettered from A)
-_LETTER_SETS = {n: frozenset(LETTERS[:n]) for n in (4, 5)}
 FLAG_NAMES = ("high_risk", "unsafe", "contradicts")
 #: Bumped when the canonical serialisation changes (it changes every fingerprint).
 CANONICAL_SCHEMA = "radsafe-items/1"
@@ -146,11 +144,6 @@ class Item:
     def letters(self) -> str:
         """The item's option letters, e.g. ``"ABCD"`` (consecutive from A, checked on creation)."""
         return LETTERS[: len(self.options)]
-
-    @property
-    def letter_set(self) -> frozenset[str]:
-        """:attr:`letters` as a set."""
-        return _LETTER_SETS[len(self.options)]
 
     def option(self, letter: str) -> Option | None:
         """The option with ``letter``, or ``None`` when the item has no such option."""
