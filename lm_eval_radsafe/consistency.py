@@ -206,7 +206,7 @@ def votes(items: Sequence[Item], ballots: Sequence[Sequence[str]]) -> Votes:
         entropy=entropy,
         confidence=1.0 - entropy / _LOG_BINS[n_options],
         n_valid=n_valid,
-        null_rate=n_null / np.maximum(sizes, 1),
+        null_rate=n_null / sizes,
         # the answer is one of the item's letters, never NULL
         robustness=np.divide(right, n_valid, out=np.zeros(n), where=n_valid > 0),
         synchronized_failure=np.array(_per_distinct(np.column_stack([counts, answers]), _synchronized_of_row, base), dtype=bool),

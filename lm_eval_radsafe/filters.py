@@ -52,9 +52,6 @@ from lm_eval.api.registry import register_filter
 
 from lm_eval_radsafe.items import LETTERS, NULL
 
-#: every option letter the extraction recognises
-ALL_LETTERS = LETTERS
-
 _MARKUP = re.compile(r"[*_`]+")
 _BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(?([A-E])\)?\s*\}")
 # Linear time on any input: no two whitespace runs can split one stretch of whitespace
@@ -113,7 +110,7 @@ _ARTICLE = re.compile(
 )
 
 
-def extract_letter(text: Any, letters: str = ALL_LETTERS, think_end: str = "</think>", think_start: str = "<think>") -> str:
+def extract_letter(text: Any, letters: str = LETTERS, think_end: str = "</think>", think_start: str = "<think>") -> str:
     """Return the committed option letter in ``text``, or :data:`NULL`.
 
     ``letters`` are the item's option letters (``"ABCD"`` for a 4-option item); any other

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lm_eval_radsafe.consistency import votes
 from lm_eval_radsafe.items import Item
 
 
@@ -192,8 +193,6 @@ def score_vote_columns(
     ``scored(item, letter)`` gives the majority's :func:`score_item` values (a caller
     scoring many runs may look them up); :func:`score_item` by default.
     """
-    from lm_eval_radsafe.consistency import votes
-
     stats = votes(items, ballots)
     score = scored or score_item
     base = [score(item, None if majority == "NULL" else majority) for item, majority in zip(items, stats.majority)]
@@ -234,17 +233,12 @@ def score_vote_columns(
     }
 
 
-def score_votes(
-    item: Item,
-    letters: Sequence[str],
-    threshold: float = OVERCONFIDENCE_THRESHOLD,
-    scored: Callable[[Item, str | None], Mapping[str, float]] | None = None,
-) -> dict[str, object]:
+def score_votes(item: Item, letters: Sequence[str], threshold: float = OVERCONFIDENCE_THRESHOLD) -> dict[str, object]:
     """Per-item values of :data:`SC_METRICS` of one item from its K sampled letters
     (:func:`score_vote_columns` of that item): floats for ``mean`` metrics,
     ``(confidence, selected)`` pairs for ``mean_where`` and ``(confidence, correct)``
     pairs for ECE/MCE."""
-    columns = score_vote_columns([item], [letters], threshold, scored)
+    columns = score_vote_columns([item], [letters], threshold)
     return {
         name: float(values[0]) if values.ndim == 1 else (float(values[0, 0]), bool(values[0, 1]))
         for name, values in columns.items()

@@ -6,8 +6,8 @@ tests. On Linux, :class:`FigureDrawing` forks a process as soon as the runs are 
 imports matplotlib while this process computes the per-run table, receives the table,
 draws the first figures while this process computes the paired tests, receives each
 regime's tests as soon as they are computed and draws that regime's figures (the first
-while the next regime's tests are computed), saves each figure once in every format asked and writes
-``figures.json`` (the numbers each figure plots, and why a figure is absent), while this
+while the next regime's tests are computed), saves each figure once in every format
+asked and writes ``figures.json`` (the numbers each figure plots, and why a figure is absent), while this
 process writes the tables and renders report.html around them. With CPUs to spare
 (:func:`free_cpus`), the figure process shares each batch of figures with forks of itself,
 which inherit its imports and inputs. Elsewhere (no ``fork``), or when the process cannot
@@ -198,18 +198,14 @@ def _rank(name: str) -> tuple[int, int, str]:
     return (len(FIGURE_ORDER), 0, name)
 
 
-def _ordered(shown: dict[str, str]) -> list[tuple[str, str]]:
-    return [(name, shown[name]) for name in sorted(shown, key=_rank)]
-
-
 def _finish(shown: dict[str, str], record: dict[str, Any], folder: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """figures.json with the figures drawn, then the absent ones with their reasons, each in
     report order whichever process drew them; returns (name, embedded file) of each figure
     and the reasons."""
+    order = sorted(shown, key=_rank)  # the figures drawn: those figures.json holds
     absent = {name: record["absent"][name] for name in sorted(record["absent"], key=_rank)}
-    drawn = {name: record["figures"][name] for name in sorted(record["figures"], key=_rank)}
-    _write_record(folder, {**record, "figures": drawn, "absent": absent})
-    return _ordered(shown), absent
+    _write_record(folder, {**record, "figures": {name: record["figures"][name] for name in order}, "absent": absent})
+    return [(name, shown[name]) for name in order], absent
 
 
 def _draw_all(inputs: tuple[Any, ...], tests: dict[str, list[dict[str, Any]]], folder: Path, formats: tuple[str, ...]) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -261,9 +257,10 @@ class FigureDrawing:
     :meth:`start` with the runs aligned (:func:`~lm_eval_radsafe.analysis.summary.align`),
     the cost rows and the model cards; :meth:`give_rows` once the per-run table is filled
     in (:func:`~lm_eval_radsafe.analysis.summary.summarise`); :meth:`give_tests` with the
-    paired tests, all at once or regime by regime; :meth:`result` for (name, embedded file) of every figure drawn, in
-    :data:`FIGURE_ORDER`, with the numbers each one plots in :data:`DATA_FILE` beside them
-    (:attr:`data_file`); :meth:`close` in any case (stops a process left waiting).
+    paired tests, all at once or regime by regime; :meth:`result` for (name, embedded
+    file) of every figure drawn, in :data:`FIGURE_ORDER`, with the numbers each one plots
+    in :data:`DATA_FILE` beside them (:attr:`data_file`); :meth:`close` in any case (stops
+    a process left waiting).
     """
 
     def __init__(self, folder: Path, formats: tuple[str, ...], workers: int | None = None) -> None:

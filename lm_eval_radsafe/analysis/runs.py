@@ -788,9 +788,11 @@ def _read_chosen(
             with ProcessPoolExecutor(max_workers=min(workers, len(rest)), initializer=_start_worker, initargs=(items,)) as pool:
                 jobs = [(samples_file, regime, key, folder) for _, samples_file, regime, key in rest]
                 for (i, samples_file, regime, key), (result, kept) in zip(rest, pool.map(_parse_job, jobs, chunksize=4)):
-                    if not isinstance(result, Parsed):  # in the cache (read from there: faster than a pipe), or its entry
-                        fields = cache.decode(result) if isinstance(result, bytes) else cache.stored_fields(key) if key else None
-                        # None: the entry went meanwhile (another report cleared the cache); parsed again here
+                    if not isinstance(result, Parsed):
+                        # the worker's cache entry: read back from the cache (faster than a pipe), or
+                        # sent when it could not be written; gone meanwhile (another report cleared
+                        # the cache): parsed again here
+                        fields = cache.decode(result) if isinstance(result, bytes) else cache.stored_fields(key)
                         result = _from_cache(fields) if fields is not None else parse_samples(samples_file, regime, items)
                     parsed[i] = result
                     if kept:

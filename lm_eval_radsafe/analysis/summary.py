@@ -7,8 +7,8 @@ and share one bootstrap count matrix, so every comparison is paired.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
