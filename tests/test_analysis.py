@@ -442,6 +442,19 @@ def test_logged_metric_values_are_recomputed_not_trusted(tmp_path: Path, fixture
     assert "dangerous_overconfidence: 1 logged per-item value(s) differ" in caplog.text
 
 
+@pytest.mark.parametrize("letters", [[], ["A", None], "A"])
+def test_sampled_letters_that_are_not_a_list_of_ballots_are_refused_with_their_line(
+    tmp_path: Path, fixture_data: Path, letters: object,
+) -> None:
+    folder = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book_sc"], _correct)
+    samples = next(folder.glob("samples_radsafe200_closed_book_sc_2*.jsonl"))
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows[1]["filtered_resps"] = [letters]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(RunError, match=rf"{samples.name}, line 2: 'filtered_resps' holds .* where the sampled letters belong"):
+        read_runs([folder], progress=False, use_cache=False)
+
+
 def test_a_cut_samples_file_is_refused_or_marked_partial(tmp_path: Path, fixture_data: Path) -> None:
     folder = write_run(tmp_path / "runs", "m", ["radsafe200_closed_book"], _correct)
     samples = next(folder.glob("samples_radsafe200_closed_book_2*.jsonl"))

@@ -174,7 +174,10 @@ def _kept_answer(regime: str, filtered: Any, where: str) -> Any:
             raise RunError(f"{where}: 'filtered_resps' holds {filtered!r} where one letter per option order belongs")
         return letters
     kept = filtered[0]
-    if regime != "sc" and isinstance(kept, list) and len(kept) == 1:
+    if regime == "sc":
+        if not (isinstance(kept, list) and kept and all(type(ballot) is str for ballot in kept)):
+            raise RunError(f"{where}: 'filtered_resps' holds {filtered!r} where the sampled letters belong")
+    elif isinstance(kept, list) and len(kept) == 1:
         kept = kept[0]  # lm-eval 0.5: the greedy letter inside the request's list
     return kept
 

@@ -101,7 +101,8 @@ def _whole_file(path: Path, decoder: Any, wanted_filter: str, metric_names: tupl
     """Every row of ``path`` decoded in one call (the file mapped in memory), when that is
     the same as reading it line by line: None (read it line by line) for a file larger than
     :data:`~lm_eval_radsafe.jsonl.MAP_AT_MOST`, a line the typed decoder refuses, a row
-    lacking a field, or an item not known yet (its full doc comes from its line)."""
+    lacking a field, a kept value ``kept`` refuses (the error then names its line), or an
+    item not known yet (its full doc comes from its line)."""
     import mmap
 
     from lm_eval_radsafe.jsonl import MAP_AT_MOST
@@ -127,7 +128,10 @@ def _whole_file(path: Path, decoder: Any, wanted_filter: str, metric_names: tupl
     out.ids = [row.doc.id for row in chosen]
     out.answers = [row.doc.answer for row in chosen]
     out.fingerprints = {row.doc.dataset_fingerprint for row in chosen}
-    out.kept = [kept(row.filtered_resps, where) for row in chosen]
+    try:
+        out.kept = [kept(row.filtered_resps, where) for row in chosen]
+    except ValueError:  # read line by line, so that the error names the line
+        return None
     if chosen:
         out.threshold = chosen[-1].doc.overconfidence_threshold
     return out
